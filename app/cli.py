@@ -1,0 +1,143 @@
+"""`radar`: serve, migrate, manage API keys, write the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.kit.auth import Scope
+from app.kit.db import create_engine, create_sessionmaker, unit_of_work
+from app.kit.migrations import upgrade
+from app.kit.settings import get_settings
+
+T = TypeVar("T")
+
+
+def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def run() -> T:
+        settings = get_settings()
+        engine = create_engine(settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade(engine)
+            async with unit_of_work(create_sessionmaker(engine)) as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@click.group()
+def main() -> None:
+    """Defection Radar: know which customers are drifting away while you can win them back."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP service (applies pending migrations first unless RADAR_MIGRATE_ON_START=0)."""
+    import uvicorn
+
+    settings = get_settings()
+    if settings.is_sqlite and workers > 1:
+        raise click.UsageError("SQLite is single-node: use PostgreSQL to run several workers")
+    uvicorn.run(
+        "app.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+
+    async def run() -> None:
+        engine = create_engine(get_settings())
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    click.echo("database schema is current")
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what uses the key, e.g. till-12")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice([s.value for s in Scope]),
+    help="Repeat for several scopes",
+)
+def keys_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Print a new API key (it is shown only this once)."""
+    from app.keys.service import create_key
+
+    created = _with_session(lambda s: create_key(s, name, [Scope(x) for x in scopes]))
+    click.echo(created.key)
+    click.echo(
+        f"# {created.prefix} '{created.name}' scopes={','.join(created.scopes)}: "
+        "store it now, it cannot be shown again",
+        err=True,
+    )
+
+
+@keys.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked keys")
+def keys_list(include_revoked: bool) -> None:
+    """List keys: prefix, name, scopes, last use."""
+    from app.keys.service import list_keys
+
+    for key in _with_session(lambda s: list_keys(s, include_revoked=include_revoked)):
+        last_used = key.last_used_at.isoformat() if key.last_used_at else "never"
+        state = " revoked" if key.revoked_at else ""
+        click.echo(f"{key.prefix}\t{key.name}\t{','.join(key.scopes)}\t{last_used}{state}")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with this prefix (rk_xxxxxxxx)."""
+    from app.keys.service import revoke_key
+
+    revoked = _with_session(lambda s: revoke_key(s, prefix))
+    click.echo(f"revoked {revoked.prefix} '{revoked.name}'")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Default: stdout")
+def openapi(out: Path | None) -> None:
+    """Write the OpenAPI document generated from the app."""
+    from app.openapi import render_openapi
+
+    document = render_openapi()
+    if out is None:
+        click.echo(document, nl=False)
+    else:
+        out.write_text(document)
+
+
+if __name__ == "__main__":
+    main()

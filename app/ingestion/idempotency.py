@@ -1,0 +1,102 @@
+"""Stripe-style `Idempotency-Key`: a retried POST gets the first answer, byte for byte.
+
+The key is claimed inside the request's own transaction, so the stored answer commits or
+rolls back together with the events it describes. A concurrent request with the same key
+waits on the claim (PostgreSQL's unique index, SQLite's single writer) and then replays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from app.ingestion import repository
+from app.kit.errors import Conflict, ValidationFailed
+
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(slots=True)
+class IdempotencyClaim:
+    record_id: int | None
+    replay: Response | None
+
+    async def save(self, session: AsyncSession, response: Response) -> Response:
+        if self.record_id is not None:
+            await repository.save_idempotent_response(
+                session, self.record_id, response.status_code, bytes(response.body)
+            )
+        return response
+
+
+NO_KEY = IdempotencyClaim(record_id=None, replay=None)
+
+
+def fingerprint(method: str, path: str, body: bytes) -> bytes:
+    return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), body)).digest()
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    api_key_id: int,
+    key: str | None,
+    request_fingerprint: bytes,
+    now: datetime,
+    ttl: timedelta,
+) -> IdempotencyClaim:
+    if key is None:
+        return NO_KEY
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.", code="invalid_header"
+        )
+    record_id = await repository.claim_idempotency_key(
+        session, api_key_id, key, request_fingerprint, now
+    )
+    if record_id is not None:
+        return IdempotencyClaim(record_id=record_id, replay=None)
+    record = await repository.get_idempotency_record(session, api_key_id, key)
+    if record is None:  # purged between the two statements: retry the claim once
+        return await claim(
+            session,
+            api_key_id=api_key_id,
+            key=key,
+            request_fingerprint=request_fingerprint,
+            now=now,
+            ttl=ttl,
+        )
+    if record.created_at < now - ttl:
+        await repository.delete_idempotency_record(session, record.id)
+        await session.flush()
+        return await claim(
+            session,
+            api_key_id=api_key_id,
+            key=key,
+            request_fingerprint=request_fingerprint,
+            now=now,
+            ttl=ttl,
+        )
+    if record.request_fingerprint != request_fingerprint:
+        raise ValidationFailed(
+            "This Idempotency-Key was used with a different request; use a new key.",
+            code="idempotency_key_reused",
+        )
+    if record.status_code == 0:
+        raise Conflict(
+            "A request with this Idempotency-Key is still being processed.",
+            code="idempotency_key_in_use",
+        )
+    return IdempotencyClaim(
+        record_id=None,
+        replay=Response(
+            record.response_body,
+            status_code=record.status_code,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        ),
+    )

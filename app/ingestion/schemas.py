@@ -1,0 +1,194 @@
+"""The purchase event as POS systems send it, and the answers they get back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+from pydantic_extra_types.currency_code import ISO4217
+
+MAX_ITEMS = 500
+MAX_ATTRIBUTES_BYTES = 4096
+MAX_ATTRIBUTES_DEPTH = 4
+EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+# ISO 4217 codes that are not money: "no currency" and the testing code.
+NON_MONEY_CURRENCIES = frozenset({"XXX", "XTS"})
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+def _require_string(value: Any) -> Any:
+    # Pydantic would read a bare number as a Unix time; POS clocks and time zones are the
+    # main source of bad data, so only an explicit RFC 3339 string is accepted.
+    if not isinstance(value, str | datetime):
+        raise PydanticCustomError(
+            "timestamp_type",
+            "must be an RFC 3339 string with a UTC offset, e.g. 2026-01-31T18:05:00Z",
+        )
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_string)]
+PositiveAmount = Annotated[
+    Decimal,
+    Field(gt=0, max_digits=16, decimal_places=4, allow_inf_nan=False),
+]
+
+
+class EventKind(StrEnum):
+    PURCHASE = "purchase"
+    REFUND = "refund"
+
+
+class LineItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Identifier | None = None
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    quantity: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)] = Decimal(1)
+    amount: Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4)]
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+class PurchaseEventIn(BaseModel):
+    """One purchase or refund, keyed by the client's own `event_id`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "till-12:2026-11-20:000123",
+                    "customer_id": "card-4410",
+                    "store_id": "store-7",
+                    "occurred_at": "2026-11-20T18:05:00+01:00",
+                    "amount": "42.50",
+                    "currency": "EUR",
+                    "kind": "purchase",
+                    "items": [{"sku": "A-1", "category": "bakery", "quantity": 2, "amount": "5"}],
+                }
+            ]
+        },
+    )
+
+    event_id: Identifier = Field(description="The client's id for this event, unique forever")
+    customer_id: Identifier = Field(description="Loyalty card or customer id")
+    store_id: Identifier
+    occurred_at: Timestamp = Field(description="When it happened (RFC 3339, with offset)")
+    amount: PositiveAmount = Field(description="Total, > 0, as a decimal string or number")
+    currency: ISO4217 = Field(description="ISO 4217 code")
+    kind: EventKind = EventKind.PURCHASE
+    refunds_event_id: Identifier | None = Field(
+        default=None, description="For a refund: the event_id of the purchase it reverses"
+    )
+    staff_id: Identifier | None = None
+    items: Annotated[list[LineItem], Field(max_length=MAX_ITEMS)] | None = None
+    attributes: dict[str, Any] | None = Field(
+        default=None,
+        description=f"Free-form, at most {MAX_ATTRIBUTES_BYTES} bytes as JSON and "
+        f"{MAX_ATTRIBUTES_DEPTH} levels deep",
+    )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_before_epoch(cls, value: datetime) -> datetime:
+        if value < EARLIEST_EVENT:
+            raise PydanticCustomError("timestamp_too_old", "must not be before 1970-01-01")
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _real_currency(cls, value: str) -> str:
+        if value in NON_MONEY_CURRENCIES:
+            raise PydanticCustomError(
+                "currency_not_money", "{code} is not a currency of payment", {"code": value}
+            )
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+            raise PydanticCustomError(
+                "attributes_too_deep",
+                "must not be nested more than {depth} levels deep",
+                {"depth": MAX_ATTRIBUTES_DEPTH},
+            )
+        if len(orjson.dumps(value)) > MAX_ATTRIBUTES_BYTES:
+            raise PydanticCustomError(
+                "attributes_too_large",
+                "must not exceed {size} bytes as JSON",
+                {"size": MAX_ATTRIBUTES_BYTES},
+            )
+        return value
+
+    @field_validator("refunds_event_id")
+    @classmethod
+    def _refund_link_only_on_refunds(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("kind") is not EventKind.REFUND:
+            raise PydanticCustomError(
+                "refund_link_on_purchase", "is only allowed when kind is 'refund'"
+            )
+        return value
+
+
+class BatchIn(BaseModel):
+    """Documents the batch body; the endpoint validates each event on its own."""
+
+    events: list[PurchaseEventIn] = Field(min_length=1, max_length=1000)
+
+
+class ItemStatus(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+class ItemError(BaseModel):
+    pointer: str = Field(description="RFC 6901 JSON pointer into the request body")
+    code: str
+    message: str
+
+
+class EventResult(BaseModel):
+    index: int
+    event_id: str | None
+    status: ItemStatus
+    errors: list[ItemError] | None = None
+
+
+class SingleResult(BaseModel):
+    event_id: str
+    status: Literal[ItemStatus.ACCEPTED, ItemStatus.DUPLICATE]
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResult] = Field(description="One per submitted event, in request order")

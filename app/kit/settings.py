@@ -1,0 +1,70 @@
+"""Service settings: one typed class, read from `RADAR_*` environment variables."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/radar.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Map any SQLite or PostgreSQL URL onto the async driver the service uses.
+
+    Operators write `postgresql://...`, `postgresql+psycopg://...` or `sqlite:///...`; the
+    service always talks through asyncpg or aiosqlite, so the driver part is replaced.
+    """
+    match = re.match(r"^(?P<scheme>[a-z0-9]+)(\+[a-z0-9_]+)?://", url)
+    if match is None:
+        raise ValueError("database_url must look like 'sqlite:///path' or 'postgresql://...'")
+    scheme = match["scheme"]
+    rest = url[match.end() :]
+    if scheme == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported database {scheme!r}: use sqlite or postgresql")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADAR_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = DEFAULT_SQLITE_URL
+    migrate_on_start: bool = True
+    # FULL fsyncs the WAL on every commit: an acknowledged event survives a power cut, not
+    # only a process crash. NORMAL survives process crashes only and is faster.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_connect_timeout: timedelta = timedelta(seconds=5)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=1000, ge=1)
+    max_future_skew: timedelta = timedelta(minutes=5)
+    idempotency_key_ttl: timedelta = timedelta(hours=24)
+    # How long a verified API key is trusted before it is looked up again: the longest a
+    # revocation made on another replica takes to be honoured here.
+    auth_cache_ttl: timedelta = timedelta(seconds=5)
+    key_last_used_resolution: timedelta = timedelta(minutes=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

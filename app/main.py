@@ -1,0 +1,73 @@
+"""The ASGI application: `create_app()` wires settings, database, auth and the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from app.health.endpoints import router as health_router
+from app.ingestion.endpoints import router as ingestion_router
+from app.keys.endpoints import router as keys_router
+from app.kit.auth import Authenticator
+from app.kit.db import create_engine, create_sessionmaker
+from app.kit.errors import install_error_handlers
+from app.kit.logging import configure_logging
+from app.kit.metrics import Metrics, MetricsMiddleware
+from app.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.kit.migrations import upgrade
+from app.kit.settings import Settings, get_settings
+
+API_DESCRIPTION = """
+Defection Radar tells a business, in real time, which of its customers are drifting away.
+
+Every endpoint except `/healthz`, `/readyz`, `/metrics` and the docs needs
+`Authorization: Bearer <key>`; keys carry the scopes `ingest`, `read` and `manage`.
+Errors are `application/problem+json` (RFC 9457) with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        sessionmaker = create_sessionmaker(engine)
+        app.state.engine = engine
+        app.state.sessionmaker = sessionmaker
+        app.state.authenticator = Authenticator(sessionmaker, settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Defection Radar",
+        version="0.1.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    install_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(ingestion_router)
+    app.include_router(keys_router)
+    # Added last = outermost: request ids wrap everything, including 413s.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory app.main:app_factory`."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)
