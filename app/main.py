@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from app.health.endpoints import router as health_router
 from app.ingestion.endpoints import router as ingestion_router
@@ -14,7 +13,7 @@ from app.keys.endpoints import router as keys_router
 from app.kit.auth import Authenticator
 from app.kit.db import create_engine, create_sessionmaker
 from app.kit.errors import install_error_handlers
-from app.kit.logging import configure_logging
+from app.kit.logging import configure_logging, silence_parameter_logs
 from app.kit.metrics import Metrics, MetricsMiddleware
 from app.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.kit.migrations import upgrade
@@ -51,8 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
+    silence_parameter_logs()
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)

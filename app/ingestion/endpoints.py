@@ -179,7 +179,11 @@ async def ingest_batch(
         session, candidates, received_at=now, max_future_skew=settings.max_future_skew
     )
     _metrics(request).count_events(result.accepted, result.duplicates, result.rejected)
-    return await claim.save(session, _json(result.model_dump(exclude_none=True), 200))
+    content = result.model_dump()
+    for item in content["results"]:
+        if item["errors"] is None:
+            del item["errors"]
+    return await claim.save(session, _json(content, 200))
 
 
 def _raise_envelope(exc: service.BatchEnvelopeError) -> NoReturn:

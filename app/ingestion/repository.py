@@ -42,7 +42,7 @@ async def stored_hashes(session: AsyncSession, event_ids: Sequence[str]) -> dict
             PurchaseEvent.event_id.in_(event_ids)
         )
     )
-    return {event_id: content_hash for event_id, content_hash in result.tuples()}
+    return {event_id: content_hash for event_id, content_hash in result}
 
 
 async def claim_idempotency_key(

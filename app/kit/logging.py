@@ -17,6 +17,15 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+# These log SQL with its parameters (customer ids, amounts) at DEBUG: never let them.
+_PARAMETER_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool")
+
+
+def silence_parameter_logs() -> None:
+    for name in _PARAMETER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())

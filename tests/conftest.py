@@ -1,0 +1,175 @@
+"""Fixtures: every test runs on a real SQLite file and on the real PostgreSQL server.
+
+PostgreSQL comes from RADAR_TEST_POSTGRES_URL (default: the local server's `test`
+database). Outside CI a missing server skips those tests; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.keys.service import create_key
+from app.kit.auth import Scope
+from app.kit.db import create_engine, unit_of_work
+from app.kit.migrations import upgrade
+from app.kit.settings import Settings
+from app.main import create_app
+from app.models import Base
+
+POSTGRES_URL = os.environ.get(
+    "RADAR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _reset_postgres(url: str) -> None:
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=5)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+
+
+async def _migrate(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def _postgres_or_skip() -> str:
+    try:
+        asyncio.run(_reset_postgres(POSTGRES_URL))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc!r}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated, empty database of each kind, shared by the session's tests."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'radar.db'}"
+    else:
+        url = _postgres_or_skip()
+    asyncio.run(_migrate(Settings(database_url=url)))
+    return url
+
+
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite:///{directory / 'radar.db'}"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        environment="test",
+        migrate_on_start=False,
+        # fsync per commit is the production default; the tests do not need power-cut safety.
+        sqlite_synchronous="NORMAL",
+        log_json=False,
+    )
+
+
+async def _truncate(app: FastAPI) -> None:
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    async with app.state.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        await _truncate(application)
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
+        yield http
+
+
+@dataclass
+class Keys:
+    ingest: dict[str, str]
+    read: dict[str, str]
+    manage: dict[str, str]
+    raw: dict[str, str]
+
+
+async def make_key(app: FastAPI, name: str, *scopes: Scope) -> str:
+    async with unit_of_work(app.state.sessionmaker) as session:
+        created = await create_key(session, name, scopes)
+    return created.key
+
+
+@pytest.fixture
+async def keys(app: FastAPI) -> Keys:
+    raw = {
+        "ingest": await make_key(app, "till-1", Scope.INGEST),
+        "read": await make_key(app, "ops", Scope.READ),
+        "manage": await make_key(app, "admin", Scope.MANAGE),
+    }
+    headers = {name: {"Authorization": f"Bearer {key}"} for name, key in raw.items()}
+    return Keys(headers["ingest"], headers["read"], headers["manage"], raw)
+
+
+def event(event_id: str = "e-1", **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "customer_id": "card-1",
+        "store_id": "store-1",
+        "occurred_at": "2026-01-15T18:05:00+01:00",
+        "amount": "42.50",
+        "currency": "EUR",
+        "kind": "purchase",
+    }
+    body.update(overrides)
+    return body
+
+
+async def stored_events(app: FastAPI) -> list[dict[str, Any]]:
+    """Every stored event as plain values, minus what the server stamps (id, received_at)."""
+    async with app.state.sessionmaker() as session:
+        from sqlalchemy import select
+
+        from app.models import PurchaseEvent
+
+        rows = await session.scalars(select(PurchaseEvent).order_by(PurchaseEvent.event_id))
+        return [
+            {
+                column.name: getattr(row, column.name)
+                for column in PurchaseEvent.__table__.columns
+                if column.name not in ("id", "received_at")
+            }
+            for row in rows
+        ]

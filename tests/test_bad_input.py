@@ -1,0 +1,252 @@
+"""Every kind of bad input gets a precise problem+json answer and stores nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import Keys, event, stored_events
+
+pytestmark = pytest.mark.anyio
+
+# (case id, field overrides, expected error code, expected pointer)
+BAD_FIELDS: list[tuple[str, dict[str, Any], str, str]] = [
+    ("amount not a number", {"amount": "abc"}, "decimal_parsing", "/amount"),
+    ("amount negative", {"amount": "-5"}, "greater_than", "/amount"),
+    ("amount zero", {"amount": 0}, "greater_than", "/amount"),
+    ("amount too precise", {"amount": "1.23456"}, "decimal_max_places", "/amount"),
+    ("amount infinite", {"amount": "Infinity"}, "finite_number", "/amount"),
+    ("amount as bool", {"amount": True}, "decimal_type", "/amount"),
+    ("unknown currency", {"currency": "ABC"}, "ISO4217", "/currency"),
+    ("not a currency of payment", {"currency": "XXX"}, "currency_not_money", "/currency"),
+    ("currency wrong type", {"currency": 978}, "string_type", "/currency"),
+    ("timestamp as unix number", {"occurred_at": 1700000000}, "timestamp_type", "/occurred_at"),
+    (
+        "timestamp without offset",
+        {"occurred_at": "2026-01-15T18:05:00"},
+        "timezone_aware",
+        "/occurred_at",
+    ),
+    (
+        "timestamp garbage",
+        {"occurred_at": "yesterday"},
+        "datetime_from_date_parsing",
+        "/occurred_at",
+    ),
+    (
+        "timestamp impossible date",
+        {"occurred_at": "2026-02-30T10:00:00Z"},
+        "datetime_from_date_parsing",
+        "/occurred_at",
+    ),
+    (
+        "timestamp before 1970",
+        {"occurred_at": "1969-12-31T23:59:59Z"},
+        "timestamp_too_old",
+        "/occurred_at",
+    ),
+    ("event_id too long", {"event_id": "x" * 129}, "string_too_long", "/event_id"),
+    ("event_id empty", {"event_id": ""}, "string_too_short", "/event_id"),
+    (
+        "customer_id with control char",
+        {"customer_id": "card\n1"},
+        "string_pattern_mismatch",
+        "/customer_id",
+    ),
+    ("customer_id null", {"customer_id": None}, "string_type", "/customer_id"),
+    ("kind unknown", {"kind": "exchange"}, "enum", "/kind"),
+    (
+        "refund link on a purchase",
+        {"refunds_event_id": "e-0"},
+        "refund_link_on_purchase",
+        "/refunds_event_id",
+    ),
+    ("unknown field", {"colour": "red"}, "extra_forbidden", "/colour"),
+    ("items not a list", {"items": {"sku": "a"}}, "list_type", "/items"),
+    (
+        "item without category",
+        {"items": [{"sku": "a", "amount": "1"}]},
+        "missing",
+        "/items/0/category",
+    ),
+    (
+        "item negative amount",
+        {"items": [{"category": "c", "amount": "-1"}]},
+        "greater_than_equal",
+        "/items/0/amount",
+    ),
+    (
+        "item zero quantity",
+        {"items": [{"category": "c", "amount": "1", "quantity": 0}]},
+        "greater_than",
+        "/items/0/quantity",
+    ),
+    ("too many items", {"items": [{"category": "c", "amount": "1"}] * 501}, "too_long", "/items"),
+    (
+        "attributes too deep",
+        {"attributes": {"a": {"b": {"c": {"d": {"e": 1}}}}}},
+        "attributes_too_deep",
+        "/attributes",
+    ),
+    (
+        "attributes too large",
+        {"attributes": {"blob": "x" * 5000}},
+        "attributes_too_large",
+        "/attributes",
+    ),
+    ("attributes not an object", {"attributes": [1, 2]}, "dict_type", "/attributes"),
+]
+
+
+def _without(name: str) -> dict[str, Any]:
+    body = event()
+    del body[name]
+    return body
+
+
+@pytest.fixture
+async def nothing_stored(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    assert await stored_events(app) == []
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert problem["code"] == code
+    assert problem["type"] == f"urn:defection-radar:problem:{code}"
+    assert problem["request_id"] == response.headers["x-request-id"]
+    return problem
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "pointer"),
+    [case[1:] for case in BAD_FIELDS],
+    ids=[case[0] for case in BAD_FIELDS],
+)
+@pytest.mark.usefixtures("nothing_stored")
+async def test_bad_field_names_the_field(
+    client: httpx.AsyncClient, keys: Keys, overrides: dict[str, Any], code: str, pointer: str
+) -> None:
+    response = await client.post("/v1/purchases", json=event(**overrides), headers=keys.ingest)
+    problem = assert_problem(response, 422, "validation_error")
+    assert [(e["code"], e["pointer"]) for e in problem["errors"]] == [(code, pointer)]
+
+
+@pytest.mark.parametrize(
+    "name", ["event_id", "customer_id", "store_id", "occurred_at", "amount", "currency"]
+)
+@pytest.mark.usefixtures("nothing_stored")
+async def test_missing_required_field(client: httpx.AsyncClient, keys: Keys, name: str) -> None:
+    response = await client.post("/v1/purchases", json=_without(name), headers=keys.ingest)
+    problem = assert_problem(response, 422, "validation_error")
+    assert [(e["code"], e["pointer"]) for e in problem["errors"]] == [("missing", f"/{name}")]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b'{"event_id": "e-1", ', 400, "malformed_json"),
+        (b"\xff\xfe not utf-8", 400, "malformed_json"),
+        (b"", 400, "empty_body"),
+        (b"[1, 2]", 422, "validation_error"),
+        (b'"just a string"', 422, "validation_error"),
+    ],
+    ids=["truncated json", "not utf-8", "empty body", "array body", "string body"],
+)
+@pytest.mark.parametrize("path", ["/v1/purchases", "/v1/purchases/batch"])
+@pytest.mark.usefixtures("nothing_stored")
+async def test_unparseable_bodies(
+    client: httpx.AsyncClient, keys: Keys, path: str, raw: bytes, status: int, code: str
+) -> None:
+    headers = {**keys.ingest, "Content-Type": "application/json"}
+    response = await client.post(path, content=raw, headers=headers)
+    assert_problem(response, status, code)
+
+
+@pytest.mark.parametrize("path", ["/v1/purchases", "/v1/purchases/batch"])
+@pytest.mark.usefixtures("nothing_stored")
+async def test_wrong_content_type(client: httpx.AsyncClient, keys: Keys, path: str) -> None:
+    headers = {**keys.ingest, "Content-Type": "text/plain"}
+    response = await client.post(path, content=orjson.dumps(event()), headers=headers)
+    assert_problem(response, 415, "unsupported_media_type")
+
+
+@pytest.mark.usefixtures("nothing_stored")
+async def test_oversize_body_with_content_length(client: httpx.AsyncClient, keys: Keys) -> None:
+    body = b'{"events": [' + b" " * (1024 * 1024) + b"]}"
+    headers = {**keys.ingest, "Content-Type": "application/json"}
+    response = await client.post("/v1/purchases/batch", content=body, headers=headers)
+    problem = assert_problem(response, 413, "payload_too_large")
+    assert "1048576 bytes" in problem["detail"]
+
+
+@pytest.mark.usefixtures("nothing_stored")
+async def test_oversize_chunked_body(client: httpx.AsyncClient, keys: Keys) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"events": ['
+        for _ in range(20):
+            yield b" " * 65536
+        yield b"]}"
+
+    headers = {**keys.ingest, "Content-Type": "application/json"}
+    response = await client.post("/v1/purchases/batch", content=chunks(), headers=headers)
+    assert "content-length" not in response.request.headers
+    assert_problem(response, 413, "payload_too_large")
+
+
+async def test_chunked_body_under_the_limit_is_accepted(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        body = orjson.dumps(event())
+        yield body[:10]
+        yield body[10:]
+
+    headers = {**keys.ingest, "Content-Type": "application/json"}
+    response = await client.post("/v1/purchases", content=chunks(), headers=headers)
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.usefixtures("nothing_stored")
+async def test_batch_over_the_event_limit(client: httpx.AsyncClient, keys: Keys) -> None:
+    events = [event(f"e-{i}") for i in range(1001)]
+    response = await client.post(
+        "/v1/purchases/batch", json={"events": events}, headers=keys.ingest
+    )
+    problem = assert_problem(response, 413, "too_many_events")
+    assert "at most 1000 events" in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "code"),
+    [
+        ({"events": []}, "/events", "empty_batch"),
+        ({"events": "e-1"}, "/events", "validation_error"),
+        ({}, "/events", "validation_error"),
+        ({"events": [event()], "extra": 1}, "/extra", "validation_error"),
+    ],
+    ids=["empty batch", "events not a list", "no events", "unknown top-level field"],
+)
+@pytest.mark.usefixtures("nothing_stored")
+async def test_bad_batch_envelope(
+    client: httpx.AsyncClient, keys: Keys, body: dict[str, Any], pointer: str, code: str
+) -> None:
+    response = await client.post("/v1/purchases/batch", json=body, headers=keys.ingest)
+    problem = assert_problem(response, 422, "validation_error")
+    assert [(e["pointer"], e["code"]) for e in problem["errors"]] == [(pointer, code)]
+
+
+@pytest.mark.usefixtures("nothing_stored")
+async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient, keys: Keys) -> None:
+    assert_problem(await client.get("/v1/nope", headers=keys.ingest), 404, "not_found")
+    assert_problem(
+        await client.get("/v1/purchases", headers=keys.ingest), 405, "method_not_allowed"
+    )

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from app.cli import main
+from app.kit.settings import get_settings
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("RADAR_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_keys_create_list_revoke(runner: CliRunner) -> None:
+    assert runner.invoke(main, ["migrate"]).exit_code == 0
+    created = runner.invoke(main, ["keys", "create", "--name", "till-12", "--scope", "ingest"])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
+    assert key.startswith("rk_")
+    assert "cannot be shown again" in created.stderr
+    prefix = key[: len("rk_") + 8]
+
+    listed = runner.invoke(main, ["keys", "list"])
+    assert f"{prefix}\ttill-12\tingest\tnever" in listed.stdout
+    assert key not in listed.stdout
+
+    assert runner.invoke(main, ["keys", "revoke", prefix]).exit_code == 0
+    assert prefix not in runner.invoke(main, ["keys", "list"]).stdout
+    assert "revoked" in runner.invoke(main, ["keys", "list", "--all"]).stdout
+
+
+def test_keys_create_refuses_an_unknown_scope(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["keys", "create", "--name", "x", "--scope", "root"])
+    assert result.exit_code == 2
+    assert "root" in result.output
+
+
+def test_revoking_an_unknown_key_fails(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["keys", "revoke", "rk_00000000"])
+    assert result.exit_code != 0
+
+
+def test_openapi_to_stdout(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["openapi"])
+    assert json.loads(result.stdout)["info"]["title"] == "Defection Radar"
+
+
+def test_serve_refuses_several_workers_on_sqlite(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["serve", "--workers", "2"])
+    assert result.exit_code == 2
+    assert "single-node" in result.output
