@@ -8,15 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.health.endpoints import router as health_router
+from app.ingestion import idempotency
 from app.ingestion.endpoints import router as ingestion_router
 from app.keys.endpoints import router as keys_router
 from app.kit.auth import Authenticator
-from app.kit.db import create_engine, create_sessionmaker
+from app.kit.db import create_engine, create_sessionmaker, utcnow
 from app.kit.errors import install_error_handlers
 from app.kit.logging import configure_logging, silence_parameter_logs
 from app.kit.metrics import Metrics, MetricsMiddleware
 from app.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.kit.migrations import upgrade
+from app.kit.periodic import PeriodicJobs
 from app.kit.settings import Settings, get_settings
 
 API_DESCRIPTION = """
@@ -40,9 +42,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.authenticator = Authenticator(sessionmaker, settings)
+        jobs = PeriodicJobs()
+        if settings.housekeeping_interval.total_seconds() > 0:
+            jobs.start(
+                settings.housekeeping_interval,
+                "purge-idempotency-records",
+                lambda: idempotency.purge_expired(
+                    sessionmaker, now=utcnow(), ttl=settings.idempotency_key_ttl
+                ),
+            )
         try:
             yield
         finally:
+            await jobs.stop()
             await engine.dispose()
 
     app = FastAPI(

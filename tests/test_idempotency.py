@@ -101,3 +101,26 @@ async def test_malformed_key(client: httpx.AsyncClient, keys: Keys, key: str) ->
     )
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_header"
+
+
+async def test_expired_records_are_purged(
+    client: httpx.AsyncClient, keys: Keys, app: FastAPI
+) -> None:
+    from sqlalchemy import func, select
+
+    from app.ingestion.idempotency import purge_expired
+    from app.kit.db import utcnow
+    from app.models import IdempotencyRecord
+
+    for key in ("a", "b", "c"):
+        await client.post(
+            "/v1/purchases", json=event(key), headers={**keys.ingest, "Idempotency-Key": key}
+        )
+    ttl = timedelta(hours=24)
+    sessionmaker = app.state.sessionmaker
+    assert await purge_expired(sessionmaker, now=utcnow(), ttl=ttl) == 0
+    assert (
+        await purge_expired(sessionmaker, now=utcnow() + ttl + timedelta(seconds=1), ttl=ttl) == 3
+    )
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0

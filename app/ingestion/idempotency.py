@@ -11,13 +11,15 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import Response
 
 from app.ingestion import repository
+from app.kit.db import unit_of_work
 from app.kit.errors import Conflict, ValidationFailed
 
 MAX_KEY_LENGTH = 255
+PURGE_BATCH = 5000
 
 
 @dataclass(slots=True)
@@ -100,3 +102,16 @@ async def claim(
             headers={"Idempotent-Replayed": "true"},
         ),
     )
+
+
+async def purge_expired(
+    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, ttl: timedelta
+) -> int:
+    """Forget responses older than the TTL (expired keys are never replayed anyway)."""
+    purged = 0
+    while True:
+        async with unit_of_work(sessionmaker) as session:
+            deleted = await repository.purge_idempotency_records(session, now - ttl, PURGE_BATCH)
+        purged += deleted
+        if deleted < PURGE_BATCH:
+            return purged

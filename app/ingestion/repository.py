@@ -90,8 +90,12 @@ async def save_idempotent_response(
     )
 
 
-async def purge_idempotency_records(session: AsyncSession, older_than: datetime) -> int:
+async def purge_idempotency_records(session: AsyncSession, older_than: datetime, limit: int) -> int:
+    """Delete up to `limit` expired records; small batches keep SQLite's write lock short."""
+    expired = (
+        select(IdempotencyRecord.id).where(IdempotencyRecord.created_at < older_than).limit(limit)
+    )
     result = await session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < older_than)
+        delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired))
     )
     return int(getattr(result, "rowcount", 0) or 0)

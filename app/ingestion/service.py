@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -150,6 +150,8 @@ def to_row(event: PurchaseEventIn, received_at: datetime) -> dict[str, Any]:
     return row
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _HASHED_FIELDS = (
     "event_id",
     "customer_id",
@@ -168,7 +170,7 @@ _HASHED_FIELDS = (
 def content_hash(row: dict[str, Any]) -> bytes:
     """Digest of what the client said, independent of formatting, key order and offsets."""
     canonical = [row[name] for name in _HASHED_FIELDS]
-    canonical[4] = int(row["occurred_at"].timestamp() * 1_000_000)
+    canonical[4] = (row["occurred_at"] - _EPOCH) // _MICROSECOND  # exact, unlike timestamp()
     canonical[5] = _decimal_text(row["amount"])
     encoded = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(encoded, digest_size=16).digest()

@@ -17,7 +17,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:  # async: no threadpool hop
     settings: Settings = request.app.state.settings
     return settings
 

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from pydantic_core import ErrorDetails
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -251,8 +251,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RadarError, radar_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(OperationalError, database_error)
-    app.add_exception_handler(ConnectionError, database_error)
-    app.add_exception_handler(OSError, database_error)
-    app.add_exception_handler(DBAPIError, unexpected_error)
+    for unavailable in (
+        sa_exc.OperationalError,  # server gone, connection refused, too many clients
+        sa_exc.InterfaceError,  # connection closed under us
+        sa_exc.TimeoutError,  # no pooled connection free in time
+        ConnectionError,  # raised by drivers before SQLAlchemy can wrap it
+    ):
+        app.add_exception_handler(unavailable, database_error)
     app.add_exception_handler(Exception, unexpected_error)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=1000, ge=1)
     max_future_skew: timedelta = timedelta(minutes=5)
     idempotency_key_ttl: timedelta = timedelta(hours=24)
+    # How often expired idempotency records are purged; 0 turns the loop off.
+    housekeeping_interval: timedelta = timedelta(minutes=10)
     # How long a verified API key is trusted before it is looked up again: the longest a
     # revocation made on another replica takes to be honoured here.
     auth_cache_ttl: timedelta = timedelta(seconds=5)
