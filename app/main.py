@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
 from app.ingestion.endpoints import router as ingestion_router
+from app.ingestion.writer import EventWriter
 from app.keys.endpoints import router as keys_router
 from app.kit.auth import Authenticator
 from app.kit.db import create_engine, create_sessionmaker, utcnow
@@ -42,6 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.authenticator = Authenticator(sessionmaker, settings)
+        writer = EventWriter(
+            sessionmaker,
+            max_future_skew=settings.max_future_skew,
+            idempotency_ttl=settings.idempotency_key_ttl,
+            # SQLite has one writer at a time; PostgreSQL takes several transactions at once.
+            workers=1 if settings.is_sqlite else settings.writer_concurrency,
+        )
+        writer.start()
+        app.state.event_writer = writer
         jobs = PeriodicJobs()
         if settings.housekeeping_interval.total_seconds() > 0:
             jobs.start(
@@ -54,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await writer.stop()
             await jobs.stop()
             await engine.dispose()
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.kit.auth import Scope
+from app.kit.settings import Settings
 from tests.conftest import Keys, event, make_key, stored_events
 
 pytestmark = pytest.mark.anyio
@@ -83,10 +84,13 @@ async def test_validation_failures_are_not_remembered(
     assert good.status_code == 201
 
 
-async def test_expired_key_is_processed_afresh(
-    client: httpx.AsyncClient, keys: Keys, app: FastAPI
-) -> None:
-    app.state.settings.idempotency_key_ttl = timedelta(0)
+@pytest.fixture
+def keys_expire_at_once(settings: Settings) -> None:
+    settings.idempotency_key_ttl = timedelta(0)
+
+
+@pytest.mark.usefixtures("keys_expire_at_once")
+async def test_expired_key_is_processed_afresh(client: httpx.AsyncClient, keys: Keys) -> None:
     headers = {**keys.ingest, "Idempotency-Key": "req-1"}
     await client.post("/v1/purchases", json=event("e-1"), headers=headers)
     response = await client.post("/v1/purchases", json=event("e-2"), headers=headers)

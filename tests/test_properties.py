@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
+from asgi_lifespan import LifespanManager
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from app.models import IdempotencyRecord, PurchaseEvent
-from tests.conftest import Keys, stored_events
-
-pytestmark = pytest.mark.anyio
+from app.kit.auth import Scope
+from app.kit.settings import Settings
+from app.main import create_app
+from app.models import ApiKey, IdempotencyRecord, PurchaseEvent
+from tests.conftest import make_key, stored_events
 
 offsets = st.integers(min_value=-12 * 60, max_value=14 * 60).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -61,59 +62,57 @@ def event_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
     return [draw(purchase_events(f"e-{i}")) for i in range(count)]
 
 
-async def _post_all(client: httpx.AsyncClient, keys: Keys, events: list[dict[str, Any]]) -> None:
-    response = await client.post(
-        "/v1/purchases/batch", json={"events": events}, headers=keys.ingest
-    )
+async def _post_all(client: httpx.AsyncClient, key: str, events: list[dict[str, Any]]) -> None:
+    headers = {"Authorization": f"Bearer {key}"}
+    response = await client.post("/v1/purchases/batch", json={"events": events}, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["rejected"] == 0, response.text
 
 
-async def _clear_events(app: FastAPI) -> None:
-    async with app.state.sessionmaker.begin() as session:
-        await session.execute(delete(IdempotencyRecord))
-        await session.execute(delete(PurchaseEvent))
+async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> list[Any]:
+    """Post the deliveries in order to a fresh service; return what it stored."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        async with app.state.sessionmaker.begin() as session:
+            for table in (IdempotencyRecord, PurchaseEvent, ApiKey):
+                await session.execute(delete(table))
+        key = await make_key(app, "till", Scope.INGEST)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
+            for delivery in deliveries:
+                await _post_all(client, key, delivery)
+        return await stored_events(app)
 
 
-@settings(
-    max_examples=30,
+# Each example runs its own event loop and service: nothing carries over between examples.
+PROPERTY_SETTINGS = settings(
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@PROPERTY_SETTINGS
 @given(events=event_lists(), data=st.data())
-async def test_split_shuffled_and_repeated_batches_store_the_same_events(
-    client: httpx.AsyncClient, keys: Keys, app: FastAPI, events: list[dict[str, Any]], data: Any
+def test_split_shuffled_and_repeated_batches_store_the_same_events(
+    settings: Settings, events: list[dict[str, Any]], data: Any
 ) -> None:
-    await _clear_events(app)
-    await _post_all(client, keys, events)
-    expected = await stored_events(app)
+    expected = asyncio.run(_store(settings, [events]))
     assert len(expected) == len(events)
 
-    await _clear_events(app)
     shuffled = data.draw(st.permutations(events))
     cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(events) - 1)), max_size=4)))
-    chunks = [
-        shuffled[a:b]
-        for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=False)
-        if shuffled[a:b]
-    ]
+    bounds = zip([0, *cuts], [*cuts, len(shuffled)], strict=True)
+    chunks = [shuffled[a:b] for a, b in bounds if shuffled[a:b]]
     repeated = data.draw(st.lists(st.sampled_from(chunks), max_size=3))
-    for chunk in data.draw(st.permutations(chunks + repeated)):
-        await _post_all(client, keys, chunk)
-    assert await stored_events(app) == expected
+    deliveries = data.draw(st.permutations(chunks + repeated))
+    assert asyncio.run(_store(settings, deliveries)) == expected
 
 
-@settings(
-    max_examples=20,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@PROPERTY_SETTINGS
 @given(events=event_lists())
-async def test_batch_posted_twice_stores_the_same_events(
-    client: httpx.AsyncClient, keys: Keys, app: FastAPI, events: list[dict[str, Any]]
+def test_batch_posted_twice_stores_the_same_events(
+    settings: Settings, events: list[dict[str, Any]]
 ) -> None:
-    await _clear_events(app)
-    await _post_all(client, keys, events)
-    once = await stored_events(app)
-    await _post_all(client, keys, events)
-    assert await stored_events(app) == once
+    once = asyncio.run(_store(settings, [events]))
+    assert asyncio.run(_store(settings, [events, events])) == once

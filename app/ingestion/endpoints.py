@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, NoReturn
 
 import orjson
@@ -11,9 +12,10 @@ from starlette.responses import Response
 
 from app.ingestion import idempotency, service
 from app.ingestion.schemas import BatchIn, BatchResult, ItemStatus, PurchaseEventIn, SingleResult
-from app.kit.auth import IngestKey
-from app.kit.db import utcnow
-from app.kit.deps import SessionDep, SettingsDep
+from app.ingestion.service import Candidate
+from app.ingestion.writer import EventWriter, IdempotencyRequest
+from app.kit.auth import IngestKey, Principal
+from app.kit.deps import SettingsDep
 from app.kit.errors import (
     PROBLEM_CONTENT_TYPE,
     BadRequest,
@@ -23,7 +25,6 @@ from app.kit.errors import (
     Problem,
     UnsupportedMediaType,
     ValidationFailed,
-    field_errors,
 )
 from app.kit.metrics import Metrics
 
@@ -85,64 +86,64 @@ def _json(content: Any, status_code: int) -> Response:
     openapi_extra=_body_schema(PurchaseEventIn),
 )
 async def ingest_one(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    principal: IngestKey,
-    idempotency_key: IdempotencyKey = None,
+    request: Request, principal: IngestKey, idempotency_key: IdempotencyKey = None
 ) -> Response:
     body = await _json_body(request)
     try:
-        event = service.EVENT_ADAPTER.validate_json(body)
+        candidate = service.parse_single(body)
     except ValidationError as exc:
         _raise_invalid(exc)
-    now = utcnow()
-    claim = await idempotency.claim(
-        session,
-        api_key_id=principal.key_id,
-        key=idempotency_key,
-        request_fingerprint=idempotency.fingerprint("POST", request.url.path, body),
-        now=now,
-        ttl=settings.idempotency_key_ttl,
+    response = await _writer(request).submit(
+        [candidate], _render_single, _idempotency(request, principal, idempotency_key, body)
     )
-    if claim.replay is not None:
-        return claim.replay
-    result = await service.store_events(
-        session,
-        [service.Candidate(0, event.event_id, event)],
-        received_at=now,
-        max_future_skew=settings.max_future_skew,
-        pointer_prefix=(),
-    )
-    _metrics(request).count_events(result.accepted, result.duplicates, result.rejected)
-    outcome = result.results[0]
-    if outcome.errors:
-        _raise_single_rejection(outcome.errors)
-    accepted = outcome.status is ItemStatus.ACCEPTED
-    response = _json(
-        {"event_id": event.event_id, "status": outcome.status.value},
+    _count(request, [candidate])
+    return response
+
+
+def _render_single(candidates: Sequence[Candidate]) -> Response:
+    (candidate,) = candidates
+    if candidate.errors:
+        fields = [FieldError(**error) for error in candidate.errors]
+        if fields[0].code == "event_id_conflict":
+            raise Conflict(fields[0].message, code="event_id_conflict", errors=fields)
+        raise ValidationFailed(fields[0].message, errors=fields)
+    accepted = candidate.status is ItemStatus.ACCEPTED
+    return _json(
+        {"event_id": candidate.event_id, "status": candidate.status},
         status.HTTP_201_CREATED if accepted else status.HTTP_200_OK,
     )
-    return await claim.save(session, response)
 
 
 def _raise_invalid(exc: ValidationError) -> NoReturn:
     if any(e["type"] == "json_invalid" for e in exc.errors()):
         raise BadRequest("The request body is not valid JSON.", code="malformed_json")
-    errors = field_errors(exc.errors(include_url=False))
+    errors = [FieldError(**error) for error in service.validation_errors(exc)]
     raise ValidationFailed(f"{len(errors)} field(s) are not valid.", errors=errors)
 
 
-def _raise_single_rejection(errors: list[Any]) -> NoReturn:
-    fields = [FieldError(**e.model_dump()) for e in errors]
-    if fields[0].code == "event_id_conflict":
-        raise Conflict(fields[0].message, code="event_id_conflict", errors=fields)
-    raise ValidationFailed(fields[0].message, errors=fields)
+def _writer(request: Request) -> EventWriter:
+    writer: EventWriter = request.app.state.event_writer
+    return writer
 
 
-def _metrics(request: Request) -> Metrics:
+def _idempotency(
+    request: Request, principal: Principal, key: str | None, body: bytes
+) -> IdempotencyRequest | None:
+    if key is None:
+        return None
+    idempotency.check_key(key)
+    fingerprint = idempotency.fingerprint("POST", request.url.path, body)
+    return IdempotencyRequest(principal.key_id, key, fingerprint)
+
+
+def _count(request: Request, candidates: Sequence[Candidate]) -> None:
     metrics: Metrics = request.app.state.metrics
-    return metrics
+    statuses = [c.status for c in candidates]
+    metrics.count_events(
+        statuses.count(ItemStatus.ACCEPTED),
+        statuses.count(ItemStatus.DUPLICATE),
+        statuses.count(ItemStatus.REJECTED),
+    )
 
 
 @router.post(
@@ -154,7 +155,6 @@ def _metrics(request: Request) -> Metrics:
 )
 async def ingest_batch(
     request: Request,
-    session: SessionDep,
     settings: SettingsDep,
     principal: IngestKey,
     idempotency_key: IdempotencyKey = None,
@@ -164,26 +164,15 @@ async def ingest_batch(
         candidates = service.parse_batch(body, settings.max_batch_events)
     except service.BatchEnvelopeError as exc:
         _raise_envelope(exc)
-    now = utcnow()
-    claim = await idempotency.claim(
-        session,
-        api_key_id=principal.key_id,
-        key=idempotency_key,
-        request_fingerprint=idempotency.fingerprint("POST", request.url.path, body),
-        now=now,
-        ttl=settings.idempotency_key_ttl,
+    response = await _writer(request).submit(
+        candidates, _render_batch, _idempotency(request, principal, idempotency_key, body)
     )
-    if claim.replay is not None:
-        return claim.replay
-    result = await service.store_events(
-        session, candidates, received_at=now, max_future_skew=settings.max_future_skew
-    )
-    _metrics(request).count_events(result.accepted, result.duplicates, result.rejected)
-    content = result.model_dump()
-    for item in content["results"]:
-        if item["errors"] is None:
-            del item["errors"]
-    return await claim.save(session, _json(content, 200))
+    _count(request, candidates)
+    return response
+
+
+def _render_batch(candidates: Sequence[Candidate]) -> Response:
+    return _json(service.summarise(candidates), status.HTTP_200_OK)
 
 
 def _raise_envelope(exc: service.BatchEnvelopeError) -> NoReturn:

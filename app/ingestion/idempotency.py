@@ -38,6 +38,13 @@ class IdempotencyClaim:
 NO_KEY = IdempotencyClaim(record_id=None, replay=None)
 
 
+def check_key(key: str) -> None:
+    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+        raise ValidationFailed(
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.", code="invalid_header"
+        )
+
+
 def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), body)).digest()
 
@@ -53,10 +60,7 @@ async def claim(
 ) -> IdempotencyClaim:
     if key is None:
         return NO_KEY
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise ValidationFailed(
-            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.", code="invalid_header"
-        )
+    check_key(key)
     record_id = await repository.claim_idempotency_key(
         session, api_key_id, key, request_fingerprint, now
     )

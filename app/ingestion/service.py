@@ -1,7 +1,8 @@
 """Ingestion: validate, deduplicate and durably store purchase events.
 
 One code path serves the single-event endpoint, the batch endpoint and (later) imports, so
-that every entry point applies the same rules.
+that every entry point applies the same rules: `parse_*` turns a body into candidates and
+`store_events` decides, inside the caller's transaction, what each candidate became.
 """
 
 from __future__ import annotations
@@ -18,13 +19,9 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.ingestion import repository
-from app.ingestion.schemas import (
-    BatchResult,
-    EventResult,
-    ItemError,
-    ItemStatus,
-    PurchaseEventIn,
-)
+from app.ingestion.repository import EventRow
+from app.ingestion.schemas import ItemStatus, PurchaseEventIn
+from app.kit.db import Money
 from app.kit.errors import json_pointer
 
 EVENT_ADAPTER: TypeAdapter[PurchaseEventIn] = TypeAdapter(PurchaseEventIn)
@@ -33,16 +30,29 @@ EVENT_ADAPTER: TypeAdapter[PurchaseEventIn] = TypeAdapter(PurchaseEventIn)
 _EVENT_LIST_ADAPTER: TypeAdapter[dict[str, list[PurchaseEventIn]]] = TypeAdapter(
     dict[str, list[PurchaseEventIn]]
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Candidate:
-    """One submitted event: parsed, or the reasons it could not be."""
+    """One submitted event: parsed or not, and, once stored, what became of it.
+
+    `pointer` locates the event in its request body ("" for a single-event body), so that
+    errors name the field exactly even when events from several requests are stored together.
+    """
 
     index: int
     event_id: str | None
+    pointer: str
     event: PurchaseEventIn | None = None
-    errors: list[ItemError] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    status: ItemStatus | None = None
+    origin: int = 0  # which request it came from, when several are stored together
+
+    def reject(self, name: str, code: str, message: str) -> None:
+        pointer = f"{self.pointer}/{name}" if name else self.pointer
+        self.errors.append({"pointer": pointer, "code": code, "message": message})
 
 
 class BatchEnvelopeError(Exception):
@@ -55,11 +65,17 @@ class BatchEnvelopeError(Exception):
         self.pointer = pointer
 
 
-def _item_errors(error: ValidationError, *prefix: str | int) -> list[ItemError]:
+def validation_errors(error: ValidationError, pointer: str = "") -> list[dict[str, str]]:
     return [
-        ItemError(pointer=json_pointer(*prefix, *e["loc"]), code=e["type"], message=e["msg"])
+        {"pointer": pointer + json_pointer(*e["loc"]), "code": e["type"], "message": e["msg"]}
         for e in error.errors(include_url=False)
     ]
+
+
+def parse_single(body: bytes) -> Candidate:
+    """Raises ValidationError: a single event is all or nothing."""
+    event = EVENT_ADAPTER.validate_json(body)
+    return Candidate(0, event.event_id, "", event)
 
 
 def parse_batch(body: bytes, max_events: int) -> list[Candidate]:
@@ -72,7 +88,7 @@ def parse_batch(body: bytes, max_events: int) -> list[Candidate]:
         return _parse_batch_slowly(body, max_events)
     events = parsed["events"]
     _check_count(len(events), max_events)
-    return [Candidate(i, e.event_id, e) for i, e in enumerate(events)]
+    return [Candidate(i, e.event_id, f"/events/{i}", e) for i, e in enumerate(events)]
 
 
 def _check_count(count: int, max_events: int) -> None:
@@ -104,13 +120,14 @@ def _parse_batch_slowly(body: bytes, max_events: int) -> list[Candidate]:
 
 
 def _candidate(index: int, raw: Any) -> Candidate:
+    pointer = f"/events/{index}"
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
     try:
         event = EVENT_ADAPTER.validate_python(raw)
     except ValidationError as exc:
         safe_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
-        return Candidate(index, safe_id, errors=_item_errors(exc, "events", index))
-    return Candidate(index, event.event_id, event)
+        return Candidate(index, safe_id, pointer, errors=validation_errors(exc, pointer))
+    return Candidate(index, event.event_id, pointer, event)
 
 
 def _decimal_text(value: Decimal) -> str:
@@ -118,7 +135,8 @@ def _decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-def to_row(event: PurchaseEventIn, received_at: datetime) -> dict[str, Any]:
+def to_row(event: PurchaseEventIn, received_at: datetime) -> EventRow:
+    """The stored form of an event, with the digest that tells duplicates from conflicts."""
     items = (
         [
             {
@@ -132,57 +150,40 @@ def to_row(event: PurchaseEventIn, received_at: datetime) -> dict[str, Any]:
         if event.items is not None
         else None
     )
-    row: dict[str, Any] = {
-        "event_id": event.event_id,
-        "customer_id": event.customer_id,
-        "store_id": event.store_id,
-        "kind": event.kind.value,
-        "occurred_at": event.occurred_at,
-        "amount": event.amount.normalize(),
-        "currency": str(event.currency),
-        "refunds_event_id": event.refunds_event_id,
-        "staff_id": event.staff_id,
-        "items": items,
-        "attributes": event.attributes,
-    }
-    row["content_hash"] = content_hash(row)
-    row["received_at"] = received_at
-    return row
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_HASHED_FIELDS = (
-    "event_id",
-    "customer_id",
-    "store_id",
-    "kind",
-    "occurred_at",
-    "amount",
-    "currency",
-    "refunds_event_id",
-    "staff_id",
-    "items",
-    "attributes",
-)
-
-
-def content_hash(row: dict[str, Any]) -> bytes:
-    """Digest of what the client said, independent of formatting, key order and offsets."""
-    canonical = [row[name] for name in _HASHED_FIELDS]
-    canonical[4] = (row["occurred_at"] - _EPOCH) // _MICROSECOND  # exact, unlike timestamp()
-    canonical[5] = _decimal_text(row["amount"])
-    encoded = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(encoded, digest_size=16).digest()
-
-
-def _pointer(prefix: tuple[str | int, ...], index: int, name: str) -> str:
-    """Pointer to a field of event `index`; a single-event body has no prefix and no index."""
-    return json_pointer(*prefix, index, name) if prefix else json_pointer(name)
-
-
-def _reject(candidate: Candidate, pointer: str, code: str, message: str) -> None:
-    candidate.errors.append(ItemError(pointer=pointer, code=code, message=message))
+    occurred_at = event.occurred_at.astimezone(UTC)
+    amount = int(event.amount * Money.SCALE)  # exact: at most four decimal places
+    currency = str(event.currency)
+    canonical = orjson.dumps(
+        [
+            event.event_id,
+            event.customer_id,
+            event.store_id,
+            event.kind.value,
+            (occurred_at - _EPOCH) // _MICROSECOND,
+            amount,
+            currency,
+            event.refunds_event_id,
+            event.staff_id,
+            items,
+            event.attributes,
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return EventRow(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        store_id=event.store_id,
+        kind=event.kind.value,
+        occurred_at=occurred_at,
+        received_at=received_at,
+        amount=amount,
+        currency=currency,
+        refunds_event_id=event.refunds_event_id,
+        staff_id=event.staff_id,
+        items=None if items is None else orjson.dumps(items).decode(),
+        attributes=None if event.attributes is None else orjson.dumps(event.attributes).decode(),
+        content_hash=hashlib.blake2b(canonical, digest_size=16).digest(),
+    )
 
 
 async def store_events(
@@ -191,92 +192,92 @@ async def store_events(
     *,
     received_at: datetime,
     max_future_skew: timedelta,
-    pointer_prefix: tuple[str | int, ...] = ("events",),
-) -> BatchResult:
-    """Store every valid, new candidate; report each one as accepted, duplicate or rejected.
+) -> None:
+    """Store every valid, new candidate and set each one's status.
 
-    Does not commit: the caller's unit of work does, before it answers.
+    Candidates may come from several requests (group commit); an event_id sent twice among
+    them is stored once, exactly as if the requests had arrived one after the other. Does not
+    commit: the caller's unit of work does, before anyone is answered.
     """
-    latest_allowed = received_at + max_future_skew
-    rows: dict[str, dict[str, Any]] = {}
-    first_index: dict[str, int] = {}
-    status: dict[int, ItemStatus] = {}
-    repeats: list[Candidate] = []  # identical re-sends of an event earlier in this batch
+    firsts, rows, repeats = _plan(candidates, received_at + max_future_skew, received_at)
+    inserted, stored = await repository.insert_new_events(session, rows)
+    for event_id, first in firsts.items():
+        if event_id in inserted:
+            first.status = ItemStatus.ACCEPTED
+        elif stored.get(event_id) == rows[event_id].content_hash:
+            first.status = ItemStatus.DUPLICATE
+        else:
+            first.reject(
+                "event_id",
+                "event_id_conflict",
+                f"event_id {event_id!r} was already stored with different content",
+            )
+    for repeat in repeats:
+        first = firsts[repeat.event_id or ""]
+        if first.errors:  # the first copy conflicts with the stored event, so does this one
+            repeat.reject("event_id", "event_id_conflict", first.errors[0]["message"])
+        else:
+            repeat.status = ItemStatus.DUPLICATE
+    for candidate in candidates:
+        if candidate.errors:
+            candidate.status = ItemStatus.REJECTED
+
+
+def _plan(
+    candidates: Sequence[Candidate], latest_allowed: datetime, received_at: datetime
+) -> tuple[dict[str, Candidate], dict[str, EventRow], list[Candidate]]:
+    """The first copy of each event_id with its row, and the identical repeats after it."""
+    firsts: dict[str, Candidate] = {}
+    rows: dict[str, EventRow] = {}
+    repeats: list[Candidate] = []
     for candidate in candidates:
         event = candidate.event
-        if event is None:
+        if event is None or candidate.errors:
             continue
         if event.occurred_at > latest_allowed:
-            _reject(
-                candidate,
-                _pointer(pointer_prefix, candidate.index, "occurred_at"),
+            candidate.reject(
+                "occurred_at",
                 "future_timestamp",
-                f"occurred_at is more than {int(max_future_skew.total_seconds())} s "
-                "in the future; check the till's clock",
+                f"occurred_at is more than {int((latest_allowed - received_at).total_seconds())}"
+                " s in the future; check the till's clock",
             )
             continue
         row = to_row(event, received_at)
-        earlier = rows.get(event.event_id)
-        if earlier is None:
+        first = firsts.get(event.event_id)
+        if first is None:
+            firsts[event.event_id] = candidate
             rows[event.event_id] = row
-            first_index[event.event_id] = candidate.index
-        elif earlier["content_hash"] == row["content_hash"]:
+        elif rows[event.event_id].content_hash == row.content_hash:
             repeats.append(candidate)
         else:
-            _reject(
-                candidate,
-                _pointer(pointer_prefix, candidate.index, "event_id"),
+            same_body = first.origin == candidate.origin and candidate.pointer
+            where = f"earlier in this batch (index {first.index}) " if same_body else ""
+            candidate.reject(
+                "event_id",
                 "event_id_conflict",
-                f"event_id {event.event_id!r} appears earlier in this batch "
-                f"(index {first_index[event.event_id]}) with different content",
+                f"event_id {event.event_id!r} was sent {where}with different content",
             )
-
-    inserted = await repository.insert_new_events(session, list(rows.values()))
-    existing = await repository.stored_hashes(session, [e for e in rows if e not in inserted])
-    for candidate in candidates:
-        event = candidate.event
-        if event is None or candidate.errors or first_index.get(event.event_id) != candidate.index:
-            continue
-        if event.event_id in inserted:
-            status[candidate.index] = ItemStatus.ACCEPTED
-        elif existing.get(event.event_id) == rows[event.event_id]["content_hash"]:
-            status[candidate.index] = ItemStatus.DUPLICATE
-        else:
-            _reject(
-                candidate,
-                _pointer(pointer_prefix, candidate.index, "event_id"),
-                "event_id_conflict",
-                f"event_id {event.event_id!r} was already stored with different content",
-            )
-    by_index = {candidate.index: candidate for candidate in candidates}
-    for candidate in repeats:
-        assert candidate.event is not None
-        first = by_index[first_index[candidate.event.event_id]]
-        if first.errors:  # the first copy conflicts with the stored event, so does this one
-            pointer = _pointer(pointer_prefix, candidate.index, "event_id")
-            _reject(candidate, pointer, "event_id_conflict", first.errors[0].message)
-        else:
-            status[candidate.index] = ItemStatus.DUPLICATE
-    return _summarise(candidates, status)
+    return firsts, rows, repeats
 
 
-def _summarise(candidates: Sequence[Candidate], status: dict[int, ItemStatus]) -> BatchResult:
-    results = []
+def summarise(candidates: Sequence[Candidate]) -> dict[str, Any]:
+    """The batch answer as plain data (models per event would cost more than the insert)."""
     counts = dict.fromkeys(ItemStatus, 0)
+    results: list[dict[str, Any]] = []
     for candidate in candidates:
-        item_status = ItemStatus.REJECTED if candidate.errors else status[candidate.index]
-        counts[item_status] += 1
-        results.append(
-            EventResult(
-                index=candidate.index,
-                event_id=candidate.event_id,
-                status=item_status,
-                errors=candidate.errors or None,
-            )
-        )
-    return BatchResult(
-        accepted=counts[ItemStatus.ACCEPTED],
-        duplicates=counts[ItemStatus.DUPLICATE],
-        rejected=counts[ItemStatus.REJECTED],
-        results=results,
-    )
+        status = candidate.status or ItemStatus.REJECTED
+        counts[status] += 1
+        result: dict[str, Any] = {
+            "index": candidate.index,
+            "event_id": candidate.event_id,
+            "status": status.value,
+        }
+        if candidate.errors:
+            result["errors"] = candidate.errors
+        results.append(result)
+    return {
+        "accepted": counts[ItemStatus.ACCEPTED],
+        "duplicates": counts[ItemStatus.DUPLICATE],
+        "rejected": counts[ItemStatus.REJECTED],
+        "results": results,
+    }

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # only a process crash. NORMAL survives process crashes only and is faster.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # Concurrent ingest transactions per process on PostgreSQL (SQLite always uses one).
+    writer_concurrency: int = Field(default=2, ge=1, le=32)
     db_connect_timeout: timedelta = timedelta(seconds=5)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

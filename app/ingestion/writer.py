@@ -1,0 +1,210 @@
+"""Group commit: events from concurrent requests are stored in one transaction.
+
+A commit costs far more than an insert (an fsync on SQLite with synchronous=FULL, a round
+trip and a WAL flush on PostgreSQL), so requests that arrive while a commit is under way wait
+for the next one and share it. Nobody is answered before the transaction holding their events
+has committed. A request with an Idempotency-Key gets a transaction of its own, so that its
+stored answer commits or rolls back with exactly its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import Response
+
+from app.ingestion import idempotency, service
+from app.ingestion.service import Candidate
+from app.kit.db import unit_of_work, utcnow
+from app.kit.errors import RadarError, ServiceUnavailable
+
+logger = logging.getLogger("radar.ingestion.writer")
+
+Render = Callable[[Sequence[Candidate]], Response]
+
+
+@dataclass(slots=True, eq=False)
+class IdempotencyRequest:
+    api_key_id: int
+    key: str
+    fingerprint: bytes
+
+
+@dataclass(slots=True, eq=False)
+class _Submission:
+    candidates: Sequence[Candidate]
+    render: Render
+    idempotency: IdempotencyRequest | None
+    future: asyncio.Future[Response] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class EventWriter:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        max_future_skew: timedelta,
+        idempotency_ttl: timedelta,
+        workers: int = 1,
+        max_group_events: int = 5000,
+        max_pending_events: int = 100_000,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._max_future_skew = max_future_skew
+        self._idempotency_ttl = idempotency_ttl
+        self._workers = workers
+        self._max_group_events = max_group_events
+        self._max_pending_events = max_pending_events
+        self._pending: deque[_Submission] = deque()
+        self._pending_events = 0
+        self._wakeup = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._origin = 0
+        self._closing = False
+
+    def start(self) -> None:
+        for number in range(self._workers):
+            self._tasks.append(asyncio.create_task(self._run(), name=f"event-writer-{number}"))
+
+    async def stop(self, drain_seconds: float = 30.0) -> None:
+        """Refuse new work, let the workers finish what was submitted, then stop them."""
+        self._closing = True
+        async with self._wakeup:
+            self._wakeup.notify_all()
+        _, late = await asyncio.wait(self._tasks, timeout=drain_seconds)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for submission in self._pending:
+            _settle(submission.future, ServiceUnavailable("The service is shutting down."))
+
+    async def submit(
+        self,
+        candidates: Sequence[Candidate],
+        render: Render,
+        idempotency_request: IdempotencyRequest | None = None,
+    ) -> Response:
+        """Store the candidates (setting their status) and return `render`'s answer."""
+        if self._closing:
+            raise ServiceUnavailable("The service is shutting down.", headers={"Retry-After": "5"})
+        if self._pending_events >= self._max_pending_events:
+            raise ServiceUnavailable(
+                "Too many events are waiting to be stored; retry shortly.",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
+        self._origin += 1
+        for candidate in candidates:
+            candidate.origin = self._origin
+        submission = _Submission(candidates, render, idempotency_request)
+        self._pending.append(submission)
+        self._pending_events += len(candidates)
+        async with self._wakeup:
+            self._wakeup.notify()
+        # shield: a client that hangs up must not cancel a commit others are waiting for.
+        return await asyncio.shield(submission.future)
+
+    async def _run(self) -> None:
+        while True:
+            async with self._wakeup:
+                await self._wakeup.wait_for(lambda: bool(self._pending) or self._closing)
+            if self._closing and not self._pending:
+                return
+            group = self._take_group()
+            if group:
+                await self._flush(group)
+
+    def _take_group(self) -> list[_Submission]:
+        group: list[_Submission] = []
+        size = 0
+        while self._pending:
+            head = self._pending[0]
+            alone = head.idempotency is not None
+            if group and (alone or size + len(head.candidates) > self._max_group_events):
+                break
+            group.append(self._pending.popleft())
+            size += len(head.candidates)
+            self._pending_events -= len(head.candidates)
+            if alone:
+                break
+        return group
+
+    async def _flush(self, group: list[_Submission]) -> None:
+        try:
+            async with unit_of_work(self._sessionmaker) as session:
+                answers = await self._store(session, group)
+        except Exception as exc:
+            if len(group) > 1:
+                # One bad request must not fail the others: retry each on its own.
+                for submission in group:
+                    _reset(submission.candidates)
+                    await self._flush([submission])
+                return
+            if not isinstance(exc, RadarError):
+                logger.exception("storing events failed")
+            _settle(group[0].future, exc)
+            return
+        for submission, answer in zip(group, answers, strict=True):
+            _settle(submission.future, answer)
+
+    async def _store(
+        self, session: AsyncSession, group: list[_Submission]
+    ) -> list[Response | Exception]:
+        now = utcnow()
+        keyed = group[0].idempotency if len(group) == 1 else None
+        claim = idempotency.NO_KEY
+        if keyed is not None:
+            claim = await idempotency.claim(
+                session,
+                api_key_id=keyed.api_key_id,
+                key=keyed.key,
+                request_fingerprint=keyed.fingerprint,
+                now=now,
+                ttl=self._idempotency_ttl,
+            )
+            if claim.replay is not None:
+                return [claim.replay]
+        candidates = [c for submission in group for c in submission.candidates]
+        await service.store_events(
+            session, candidates, received_at=now, max_future_skew=self._max_future_skew
+        )
+        answers: list[Response | Exception] = []
+        for submission in group:
+            try:
+                answers.append(submission.render(submission.candidates))
+            except RadarError as exc:
+                if keyed is not None:
+                    raise  # roll back the claim: errors are not remembered
+                answers.append(exc)
+        if keyed is not None:
+            answer = answers[0]
+            assert isinstance(answer, Response)
+            await claim.save(session, answer)
+        return answers
+
+
+def _settle(future: asyncio.Future[Response], outcome: Response | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _reset(candidates: Sequence[Candidate]) -> None:
+    """Forget what a failed transaction decided, keeping the validation errors."""
+    for candidate in candidates:
+        candidate.status = None
+        candidate.errors = [e for e in candidate.errors if e["code"] not in _STORE_CODES]
+
+
+_STORE_CODES = frozenset({"event_id_conflict", "future_timestamp"})
