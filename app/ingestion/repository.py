@@ -71,30 +71,27 @@ async def insert_new_events(
     """
     if not rows:
         return set(), {}
-    stored = await stored_hashes(session, list(rows))
-    new = [row for event_id, row in rows.items() if event_id not in stored]
-    if not new:
-        return set(), stored
     connection = await session.connection()
     if connection.dialect.name == "sqlite":
         # Write transactions on SQLite start with BEGIN IMMEDIATE: no one else can insert
-        # between the look-up above and this insert, so a plain INSERT is exact.
-        await connection.exec_driver_sql(
-            _SQLITE_INSERT,
-            [
-                (*row[:4], _sqlite_time(row.occurred_at), _sqlite_time(row.received_at), *row[6:])
-                for row in new
-            ],
-        )
+        # between this look-up and the insert, so a plain INSERT of the rest is exact.
+        stored = await stored_hashes(session, list(rows))
+        new = [row for event_id, row in rows.items() if event_id not in stored]
+        if new:
+            await connection.exec_driver_sql(
+                _SQLITE_INSERT,
+                [
+                    (*r[:4], _sqlite_time(r.occurred_at), _sqlite_time(r.received_at), *r[6:])
+                    for r in new
+                ],
+            )
         return {row.event_id for row in new}, stored
-    # PostgreSQL: a concurrent transaction may insert the same event first. ON CONFLICT waits
-    # for it to commit and skips the row; its hash is then read like any stored one.
-    columns = list(zip(*new, strict=True))
+    # PostgreSQL: insert first, look up only what was not inserted (usually nothing). A
+    # concurrent transaction inserting the same event makes ON CONFLICT wait for its commit.
+    columns = list(zip(*rows.values(), strict=True))
     result = await connection.exec_driver_sql(_PG_INSERT, tuple(columns))
     inserted = set(result.scalars())
-    raced = [row.event_id for row in new if row.event_id not in inserted]
-    stored.update(await stored_hashes(session, raced))
-    return inserted, stored
+    return inserted, await stored_hashes(session, [e for e in rows if e not in inserted])
 
 
 async def stored_hashes(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, bytes]:
