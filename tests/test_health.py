@@ -81,3 +81,20 @@ async def test_metrics_count_requests_and_event_outcomes(
         'radar_http_request_duration_seconds_count{method="POST",route="/v1/purchases/batch"}'
         in text
     )
+
+
+async def test_requests_fail_fast_with_503_when_the_database_is_down() -> None:
+    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", migrate_on_start=False)
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
+            response = await http.post(
+                "/v1/purchases",
+                json=event(),
+                headers={"Authorization": "Bearer rk_00000000_" + "A" * 32},
+            )
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "database_unavailable"
+    assert response.headers["retry-after"] == "2"

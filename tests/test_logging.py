@@ -53,3 +53,15 @@ def test_json_log_lines_carry_the_request_id(capsys: pytest.CaptureFixture[str])
         201,
         "INFO",
     )
+
+
+def test_json_log_time_is_iso_8601_utc(capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime
+
+    configure_logging("INFO", json=True)
+    try:
+        logging.getLogger("radar.test").info("tick")
+    finally:
+        logging.getLogger().handlers.clear()
+    line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert datetime.fromisoformat(line["time"]).utcoffset() is not None

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from app.ingestion import idempotency, service
 from app.ingestion.service import Candidate
 from app.kit.db import unit_of_work, utcnow
-from app.kit.errors import RadarError, ServiceUnavailable
+from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS, RadarError, ServiceUnavailable
 
 logger = logging.getLogger("radar.ingestion.writer")
 
@@ -142,15 +142,17 @@ class EventWriter:
             async with unit_of_work(self._sessionmaker) as session:
                 answers = await self._store(session, group)
         except Exception as exc:
-            if len(group) > 1:
-                # One bad request must not fail the others: retry each on its own.
+            if len(group) > 1 and not _database_unavailable(exc):
+                # One bad request must not fail the others: retry each on its own. (When the
+                # database itself is gone, retrying one by one would only multiply timeouts.)
                 for submission in group:
                     _reset(submission.candidates)
                     await self._flush([submission])
                 return
             if not isinstance(exc, RadarError):
                 logger.exception("storing events failed")
-            _settle(group[0].future, exc)
+            for submission in group:
+                _settle(submission.future, exc)
             return
         for submission, answer in zip(group, answers, strict=True):
             _settle(submission.future, answer)
@@ -189,6 +191,10 @@ class EventWriter:
             assert isinstance(answer, Response)
             await claim.save(session, answer)
         return answers
+
+
+def _database_unavailable(exc: Exception) -> bool:
+    return isinstance(exc, DATABASE_UNAVAILABLE_ERRORS)
 
 
 def _settle(future: asyncio.Future[Response], outcome: Response | BaseException) -> None:

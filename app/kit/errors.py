@@ -29,6 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# Errors that mean "the database cannot be reached right now": answered 503 + Retry-After.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,  # server gone, connection refused, too many clients
+    sa_exc.InterfaceError,  # connection closed under us
+    sa_exc.TimeoutError,  # no pooled connection free in time
+    ConnectionError,  # raised by drivers before SQLAlchemy can wrap it
+)
 PROBLEM_TYPE_PREFIX = "urn:defection-radar:problem:"
 
 logger = logging.getLogger("radar.errors")
@@ -251,11 +258,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RadarError, radar_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    for unavailable in (
-        sa_exc.OperationalError,  # server gone, connection refused, too many clients
-        sa_exc.InterfaceError,  # connection closed under us
-        sa_exc.TimeoutError,  # no pooled connection free in time
-        ConnectionError,  # raised by drivers before SQLAlchemy can wrap it
-    ):
+    for unavailable in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, database_error)
     app.add_exception_handler(Exception, unexpected_error)

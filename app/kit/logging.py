@@ -32,8 +32,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     if json:
         handler.setFormatter(
             JsonFormatter(
-                "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                "%(levelname)s %(name)s %(message)s %(request_id)s",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",  # ISO 8601, UTC
             )
         )
     else:
