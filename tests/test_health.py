@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,17 @@ from app.main import create_app
 from tests.conftest import Keys, event
 
 pytestmark = pytest.mark.anyio
+UNREACHABLE_DATABASE = "postgresql://nobody@127.0.0.1:1/none"
+
+
+@asynccontextmanager
+async def service(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for an app of its own, started and stopped around the block."""
+    app = create_app(settings)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
+            yield http
 
 
 async def test_healthz_and_readyz_need_no_key(client: httpx.AsyncClient) -> None:
@@ -24,35 +37,24 @@ async def test_healthz_and_readyz_need_no_key(client: httpx.AsyncClient) -> None
 
 async def test_readyz_reports_pending_migrations(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'empty.db'}", migrate_on_start=False)
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
-            response = await http.get("/readyz")
-            assert (await http.get("/healthz")).status_code == 200
+    async with service(settings) as http:
+        response = await http.get("/readyz")
+        assert (await http.get("/healthz")).status_code == 200
     assert response.status_code == 503
     assert response.json()["code"] == "migrations_pending"
 
 
 async def test_readyz_reports_an_unreachable_database() -> None:
-    settings = Settings(database_url="postgresql://nobody@127.0.0.1:1/none", migrate_on_start=False)
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
-            response = await http.get("/readyz")
+    async with service(Settings(database_url=UNREACHABLE_DATABASE, migrate_on_start=False)) as http:
+        response = await http.get("/readyz")
     assert response.status_code == 503
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"] == "5"
 
 
 async def test_migrations_apply_on_start(tmp_path: Path) -> None:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}")
-    app = create_app(settings)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
-            assert (await http.get("/readyz")).status_code == 200
+    async with service(Settings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}")) as http:
+        assert (await http.get("/readyz")).status_code == 200
 
 
 async def test_request_id_is_generated_or_echoed(client: httpx.AsyncClient) -> None:
