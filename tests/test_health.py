@@ -100,3 +100,22 @@ async def test_requests_fail_fast_with_503_when_the_database_is_down() -> None:
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "database_unavailable"
     assert response.headers["retry-after"] == "2"
+
+
+async def test_an_unexpected_error_is_a_problem_with_the_request_id(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def boom() -> None:
+        raise RuntimeError("bug")
+
+    app.add_api_route("/boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
+        response = await http.get("/boom", headers={"X-Request-ID": "req-boom"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "req-boom"
+    assert response.json()["code"] == "internal_error"
+    assert response.json()["request_id"] == "req-boom"
+    assert "bug" not in response.text
+    assert any(r.name == "radar.errors" and r.exc_info for r in caplog.records)

@@ -16,6 +16,35 @@ from app.kit.logging import request_id_var
 REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 access_log = logging.getLogger("radar.access")
+error_log = logging.getLogger("radar.errors")
+
+
+async def send_problem(
+    scope: Scope, send: Send, *, status: int, code: str, title: str, detail: str
+) -> None:
+    """A problem+json answer sent from middleware, outside FastAPI's error handlers."""
+    body = orjson.dumps(
+        {
+            "type": PROBLEM_TYPE_PREFIX + code,
+            "title": title,
+            "status": status,
+            "code": code,
+            "detail": detail,
+            "instance": scope["path"],
+            "request_id": scope.get("state", {}).get("request_id"),
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestIdMiddleware:
@@ -34,11 +63,12 @@ class RequestIdMiddleware:
         token = request_id_var.set(request_id)
         start = time.perf_counter()
         status = 500
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [
                     *message["headers"],
@@ -48,6 +78,20 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Answered here rather than by Starlette's outermost handler, so that even an
+            # unexpected error carries the request id header.
+            if started:
+                raise
+            error_log.exception("unhandled error")
+            await send_problem(
+                scope,
+                send_wrapper,
+                status=500,
+                code="internal_error",
+                title="Internal server error",
+                detail="An unexpected error occurred; it has been logged.",
+            )
         finally:
             access_log.info(
                 "request",
@@ -101,29 +145,14 @@ class BodySizeLimitMiddleware:
         await self.app(scope, _replay({"type": "http.request", "body": body}, receive), send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "type": PROBLEM_TYPE_PREFIX + "payload_too_large",
-                "title": "Payload too large",
-                "status": 413,
-                "code": "payload_too_large",
-                "detail": f"The request body exceeds {self.max_bytes} bytes.",
-                "instance": scope["path"],
-                "request_id": scope.get("state", {}).get("request_id"),
-            }
+        await send_problem(
+            scope,
+            send,
+            status=413,
+            code="payload_too_large",
+            title="Payload too large",
+            detail=f"The request body exceeds {self.max_bytes} bytes.",
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
