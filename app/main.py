@@ -21,6 +21,7 @@ from app.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.kit.migrations import upgrade
 from app.kit.periodic import PeriodicJobs
 from app.kit.settings import Settings, get_settings
+from app.openapi import build_openapi
 
 API_DESCRIPTION = """
 Defection Radar tells a business, in real time, which of its customers are drifting away.
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.include_router(health_router)
     app.include_router(ingestion_router)
     app.include_router(keys_router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,31 @@ def test_openapi_document_is_current() -> None:
     assert OPENAPI_FILE.read_text() == render_openapi(), (
         "openapi/openapi.json is stale: run `make openapi` and commit the result"
     )
+
+
+def test_every_reference_in_the_openapi_document_resolves() -> None:
+    document = json.loads(render_openapi())
+    refs: set[str] = set()
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.add(ref)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(document)
+    schemas = document["components"]["schemas"]
+    assert {"PurchaseEventIn", "BatchIn", "LineItem", "Problem"} <= set(schemas)
+    assert {ref.removeprefix("#/components/schemas/") for ref in refs} <= set(schemas)
+
+
+def test_validation_errors_are_documented_as_problems() -> None:
+    document = json.loads(render_openapi())
+    responses = document["paths"]["/v1/purchases"]["post"]["responses"]
+    assert list(responses["422"]["content"]) == ["application/problem+json"]
+    assert "HTTPValidationError" not in document["components"]["schemas"]

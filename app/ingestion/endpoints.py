@@ -17,14 +17,13 @@ from app.ingestion.writer import EventWriter, IdempotencyRequest
 from app.kit.auth import IngestKey, Principal
 from app.kit.deps import SettingsDep
 from app.kit.errors import (
-    PROBLEM_CONTENT_TYPE,
     BadRequest,
     Conflict,
     FieldError,
     PayloadTooLarge,
-    Problem,
     UnsupportedMediaType,
     ValidationFailed,
+    problem_responses,
 )
 from app.kit.metrics import Metrics
 
@@ -37,13 +36,6 @@ IdempotencyKey = Annotated[
         description="Retry safely: the same key and body replay the first response (24 h)",
     ),
 ]
-
-
-def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {
-        code: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}
-        for code in (401, 403, *codes)
-    }
 
 
 def _body_schema(model: type[Any]) -> dict[str, Any]:
@@ -81,7 +73,7 @@ def _json(content: Any, status_code: int) -> Response:
     response_model=SingleResult,
     responses={
         200: {"model": SingleResult, "description": "Duplicate: already stored, nothing changed"},
-        **_problem_responses(400, 409, 413, 415, 422),
+        **problem_responses(400, 409, 413, 415, 422),
     },
     openapi_extra=_body_schema(PurchaseEventIn),
 )
@@ -150,7 +142,7 @@ def _count(request: Request, candidates: Sequence[Candidate]) -> None:
     "/batch",
     summary="Record up to 1,000 purchases and refunds, with a result per event",
     response_model=BatchResult,
-    responses=_problem_responses(400, 413, 415, 422),
+    responses=problem_responses(400, 413, 415, 422),
     openapi_extra=_body_schema(BatchIn),
 )
 async def ingest_batch(

@@ -84,7 +84,10 @@ class EventWriter:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for submission in self._pending:
-            _settle(submission.future, ServiceUnavailable("The service is shutting down."))
+            _settle(
+                submission.future,
+                ServiceUnavailable("The service is shutting down.", headers={"Retry-After": "5"}),
+            )
 
     async def submit(
         self,
@@ -109,7 +112,8 @@ class EventWriter:
         self._pending_events += len(candidates)
         async with self._wakeup:
             self._wakeup.notify()
-        # shield: a client that hangs up must not cancel a commit others are waiting for.
+        # shield: a client that hangs up must not cancel the shared future; its events are
+        # stored all the same, and its retry will be answered "duplicate".
         return await asyncio.shield(submission.future)
 
     async def _run(self) -> None:

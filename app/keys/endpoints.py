@@ -6,8 +6,9 @@ from app.keys import service
 from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyRead
 from app.kit.auth import Authenticator, ManageKey
 from app.kit.deps import SessionDep
+from app.kit.errors import problem_responses
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=problem_responses(404))
 
 
 @router.get("", summary="List API keys (prefix, name, scopes, last use)")

@@ -23,7 +23,6 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from pydantic_core import ErrorDetails
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -114,21 +113,17 @@ class ServiceUnavailable(RadarError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
 
 
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for an authenticated route: 401, 403, the given codes and 503."""
+    return {
+        code: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}
+        for code in (401, 403, *codes, 503)
+    }
+
+
 def json_pointer(*parts: str | int) -> str:
     """Build an RFC 6901 pointer, escaping `~` and `/` inside each token."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def field_errors(errors: list[ErrorDetails], *prefix: str | int) -> list[FieldError]:
-    """Turn pydantic errors into field errors with pointers relative to `prefix`."""
-    return [
-        FieldError(
-            pointer=json_pointer(*prefix, *error["loc"]),
-            code=error["type"],
-            message=error["msg"],
-        )
-        for error in errors
-    ]
 
 
 def problem_response(
