@@ -22,11 +22,10 @@ from sqlalchemy import text
 
 from app.keys.service import create_key
 from app.kit.auth import Scope
-from app.kit.db import create_engine, unit_of_work
+from app.kit.db import Base, create_engine, unit_of_work
 from app.kit.migrations import upgrade
 from app.kit.settings import Settings
 from app.main import create_app
-from app.models import Base
 
 POSTGRES_URL = os.environ.get(
     "RADAR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"

@@ -17,7 +17,7 @@ async def test_sqlite_connections_use_wal_and_the_configured_pragmas(
 ) -> None:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'p.db'}",
-        sqlite_synchronous=synchronous,  # type: ignore[arg-type]
+        sqlite_synchronous=synchronous,
     )
     engine = create_engine(settings)
     try:

@@ -82,7 +82,7 @@ async def test_repeat_of_a_conflicting_event_is_rejected_too(
 async def test_rejected_event_id_that_is_not_a_string_is_reported_as_null(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:
-    events = [event(event_id=12345), event("x" * 200)]
+    events = [{**event(), "event_id": 12345}, event("x" * 200)]
     response = await client.post(
         "/v1/purchases/batch", json={"events": events}, headers=keys.ingest
     )
