@@ -13,7 +13,7 @@ from app.ingestion.endpoints import router as ingestion_router
 from app.ingestion.writer import EventWriter
 from app.keys.endpoints import router as keys_router
 from app.kit.auth import Authenticator
-from app.kit.db import create_engine, create_sessionmaker, utcnow
+from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, utcnow
 from app.kit.errors import install_error_handlers
 from app.kit.logging import configure_logging, silence_parameter_logs
 from app.kit.metrics import Metrics, MetricsMiddleware
@@ -44,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.authenticator = Authenticator(sessionmaker, settings)
+        transactions = TransactionRunner(engine, settings)
+        app.state.transactions = transactions
         writer = EventWriter(
-            sessionmaker,
+            transactions,
             max_future_skew=settings.max_future_skew,
             idempotency_ttl=settings.idempotency_key_ttl,
             # SQLite has one writer at a time; PostgreSQL takes several transactions at once.
@@ -59,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.housekeeping_interval,
                 "purge-idempotency-records",
                 lambda: idempotency.purge_expired(
-                    sessionmaker, now=utcnow(), ttl=settings.idempotency_key_ttl
+                    transactions, now=utcnow(), ttl=settings.idempotency_key_ttl
                 ),
             )
         try:
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await writer.stop()
             await jobs.stop()
+            await transactions.close()
             await engine.dispose()
 
     app = FastAPI(

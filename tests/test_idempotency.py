@@ -121,10 +121,10 @@ async def test_expired_records_are_purged(
             "/v1/purchases", json=event(key), headers={**keys.ingest, "Idempotency-Key": key}
         )
     ttl = timedelta(hours=24)
-    sessionmaker = app.state.sessionmaker
-    assert await purge_expired(sessionmaker, now=utcnow(), ttl=ttl) == 0
+    transactions = app.state.transactions
+    assert await purge_expired(transactions, now=utcnow(), ttl=ttl) == 0
     assert (
-        await purge_expired(sessionmaker, now=utcnow() + ttl + timedelta(seconds=1), ttl=ttl) == 3
+        await purge_expired(transactions, now=utcnow() + ttl + timedelta(seconds=1), ttl=ttl) == 3
     )
-    async with sessionmaker() as session:
+    async with app.state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0

@@ -11,11 +11,11 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from app.ingestion import repository
-from app.kit.db import unit_of_work
+from app.kit.db import TransactionRunner
 from app.kit.errors import Conflict, ValidationFailed
 
 MAX_KEY_LENGTH = 255
@@ -27,15 +27,12 @@ class IdempotencyClaim:
     record_id: int | None
     replay: Response | None
 
-    async def save(self, session: AsyncSession, response: Response) -> Response:
+    def save(self, connection: Connection, response: Response) -> Response:
         if self.record_id is not None:
-            await repository.save_idempotent_response(
-                session, self.record_id, response.status_code, bytes(response.body)
+            repository.save_idempotent_response(
+                connection, self.record_id, response.status_code, bytes(response.body)
             )
         return response
-
-
-NO_KEY = IdempotencyClaim(record_id=None, replay=None)
 
 
 def check_key(key: str) -> None:
@@ -49,73 +46,62 @@ def fingerprint(method: str, path: str, body: bytes) -> bytes:
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), body)).digest()
 
 
-async def claim(
-    session: AsyncSession,
+def claim(
+    connection: Connection,
     *,
     api_key_id: int,
-    key: str | None,
+    key: str,
     request_fingerprint: bytes,
     now: datetime,
     ttl: timedelta,
 ) -> IdempotencyClaim:
-    if key is None:
-        return NO_KEY
+    """Claim the key, or find the answer to replay; raises when the key cannot be used."""
     check_key(key)
-    record_id = await repository.claim_idempotency_key(
-        session, api_key_id, key, request_fingerprint, now
-    )
-    if record_id is not None:
-        return IdempotencyClaim(record_id=record_id, replay=None)
-    record = await repository.get_idempotency_record(session, api_key_id, key)
-    if record is None:  # purged between the two statements: retry the claim once
-        return await claim(
-            session,
-            api_key_id=api_key_id,
-            key=key,
-            request_fingerprint=request_fingerprint,
-            now=now,
-            ttl=ttl,
+    for _ in range(2):  # a second try after an expired or just-purged record is cleared
+        record_id = repository.claim_idempotency_key(
+            connection, api_key_id, key, request_fingerprint, now
         )
-    if record.created_at < now - ttl:
-        await repository.delete_idempotency_record(session, record.id)
-        await session.flush()
-        return await claim(
-            session,
-            api_key_id=api_key_id,
-            key=key,
-            request_fingerprint=request_fingerprint,
-            now=now,
-            ttl=ttl,
+        if record_id is not None:
+            return IdempotencyClaim(record_id=record_id, replay=None)
+        record = repository.get_idempotency_record(connection, api_key_id, key)
+        if record is None:
+            continue
+        if record.created_at < now - ttl:
+            repository.delete_idempotency_record(connection, record.id)
+            continue
+        if record.request_fingerprint != request_fingerprint:
+            raise ValidationFailed(
+                "This Idempotency-Key was used with a different request; use a new key.",
+                code="idempotency_key_reused",
+            )
+        if record.status_code == 0:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed.",
+                code="idempotency_key_in_use",
+            )
+        return IdempotencyClaim(
+            record_id=None,
+            replay=Response(
+                record.response_body,
+                status_code=record.status_code,
+                media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            ),
         )
-    if record.request_fingerprint != request_fingerprint:
-        raise ValidationFailed(
-            "This Idempotency-Key was used with a different request; use a new key.",
-            code="idempotency_key_reused",
-        )
-    if record.status_code == 0:
-        raise Conflict(
-            "A request with this Idempotency-Key is still being processed.",
-            code="idempotency_key_in_use",
-        )
-    return IdempotencyClaim(
-        record_id=None,
-        replay=Response(
-            record.response_body,
-            status_code=record.status_code,
-            media_type="application/json",
-            headers={"Idempotent-Replayed": "true"},
-        ),
+    raise Conflict(
+        "This Idempotency-Key could not be claimed; retry.", code="idempotency_key_in_use"
     )
 
 
-async def purge_expired(
-    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, ttl: timedelta
-) -> int:
+async def purge_expired(runner: TransactionRunner, *, now: datetime, ttl: timedelta) -> int:
     """Forget responses older than the TTL (expired keys are never replayed anyway)."""
     purged = 0
     while True:
-        async with unit_of_work(sessionmaker) as session:
-            deleted = await repository.purge_idempotency_records(session, now - ttl, PURGE_BATCH)
+        deleted = await runner.run(
+            lambda connection: repository.purge_idempotency_records(
+                connection, now - ttl, PURGE_BATCH
+            )
+        )
         purged += deleted
         if deleted < PURGE_BATCH:
             return purged

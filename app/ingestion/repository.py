@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, Row, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import IdempotencyRecord
 
@@ -62,8 +61,8 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-async def insert_new_events(
-    session: AsyncSession, rows: Mapping[str, EventRow]
+def insert_new_events(
+    connection: Connection, rows: Mapping[str, EventRow]
 ) -> tuple[set[str], dict[str, bytes]]:
     """Insert the rows whose event_id is not stored yet.
 
@@ -71,14 +70,13 @@ async def insert_new_events(
     """
     if not rows:
         return set(), {}
-    connection = await session.connection()
     if connection.dialect.name == "sqlite":
         # Write transactions on SQLite start with BEGIN IMMEDIATE: no one else can insert
         # between this look-up and the insert, so a plain INSERT of the rest is exact.
-        stored = await stored_hashes(session, list(rows))
+        stored = stored_hashes(connection, list(rows))
         new = [row for event_id, row in rows.items() if event_id not in stored]
         if new:
-            await connection.exec_driver_sql(
+            connection.exec_driver_sql(
                 _SQLITE_INSERT,
                 [
                     (*r[:4], _sqlite_time(r.occurred_at), _sqlite_time(r.received_at), *r[6:])
@@ -89,24 +87,23 @@ async def insert_new_events(
     # PostgreSQL: insert first, look up only what was not inserted (usually nothing). A
     # concurrent transaction inserting the same event makes ON CONFLICT wait for its commit.
     columns = list(zip(*rows.values(), strict=True))
-    result = await connection.exec_driver_sql(_PG_INSERT, tuple(columns))
+    result = connection.exec_driver_sql(_PG_INSERT, tuple(columns))
     inserted = set(result.scalars())
-    return inserted, await stored_hashes(session, [e for e in rows if e not in inserted])
+    return inserted, stored_hashes(connection, [e for e in rows if e not in inserted])
 
 
-async def stored_hashes(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, bytes]:
+def stored_hashes(connection: Connection, event_ids: Sequence[str]) -> dict[str, bytes]:
     if not event_ids:
         return {}
-    connection = await session.connection()
     if connection.dialect.name == "postgresql":
-        result = await connection.exec_driver_sql(
+        result = connection.exec_driver_sql(
             "SELECT event_id, content_hash FROM purchase_events WHERE event_id = ANY($1::text[])",
             (list(event_ids),),
         )
         return _hashes(result)
     found: dict[str, bytes] = {}
     for chunk in _chunks(event_ids, _SQLITE_MAX_VARIABLES):
-        result = await connection.exec_driver_sql(
+        result = connection.exec_driver_sql(
             "SELECT event_id, content_hash FROM purchase_events "  # noqa: S608 - placeholders only
             f"WHERE event_id IN ({', '.join('?' * len(chunk))})",
             tuple(chunk),
@@ -125,19 +122,16 @@ def _chunks(values: Sequence[str], size: int) -> Iterable[Sequence[str]]:
         yield values[start : start + size]
 
 
-def _insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing()
+_records = cast(Table, IdempotencyRecord.__table__)
 
 
-async def claim_idempotency_key(
-    session: AsyncSession, api_key_id: int, key: str, fingerprint: bytes, now: datetime
+def claim_idempotency_key(
+    connection: Connection, api_key_id: int, key: str, fingerprint: bytes, now: datetime
 ) -> int | None:
     """Reserve the key for this request; None when another request already holds it."""
-    table = IdempotencyRecord.__table__
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = (
-        _insert_ignoring_conflicts(session, table)
+        insert(_records)
         .values(
             api_key_id=api_key_id,
             key=key,
@@ -146,42 +140,35 @@ async def claim_idempotency_key(
             response_body=b"",
             created_at=now,
         )
-        .returning(table.c.id)
+        .on_conflict_do_nothing()
+        .returning(_records.c.id)
     )
-    claimed: int | None = await session.scalar(statement)
+    claimed: int | None = connection.scalar(statement)
     return claimed
 
 
-async def get_idempotency_record(
-    session: AsyncSession, api_key_id: int, key: str
-) -> IdempotencyRecord | None:
-    return await session.scalar(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key
-        )
-    )
+def get_idempotency_record(connection: Connection, api_key_id: int, key: str) -> Row[Any] | None:
+    return connection.execute(
+        select(_records).where(_records.c.api_key_id == api_key_id, _records.c.key == key)
+    ).first()
 
 
-async def delete_idempotency_record(session: AsyncSession, record_id: int) -> None:
-    await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id))
+def delete_idempotency_record(connection: Connection, record_id: int) -> None:
+    connection.execute(delete(_records).where(_records.c.id == record_id))
 
 
-async def save_idempotent_response(
-    session: AsyncSession, record_id: int, status_code: int, body: bytes
+def save_idempotent_response(
+    connection: Connection, record_id: int, status_code: int, body: bytes
 ) -> None:
-    await session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.id == record_id)
+    connection.execute(
+        update(_records)
+        .where(_records.c.id == record_id)
         .values(status_code=status_code, response_body=body)
     )
 
 
-async def purge_idempotency_records(session: AsyncSession, older_than: datetime, limit: int) -> int:
+def purge_idempotency_records(connection: Connection, older_than: datetime, limit: int) -> int:
     """Delete up to `limit` expired records; small batches keep SQLite's write lock short."""
-    expired = (
-        select(IdempotencyRecord.id).where(IdempotencyRecord.created_at < older_than).limit(limit)
-    )
-    result = await session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(expired))
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    expired = select(_records.c.id).where(_records.c.created_at < older_than).limit(limit)
+    result = connection.execute(delete(_records).where(_records.c.id.in_(expired)))
+    return int(result.rowcount or 0)

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
@@ -186,8 +186,8 @@ def to_row(event: PurchaseEventIn, received_at: datetime) -> EventRow:
     )
 
 
-async def store_events(
-    session: AsyncSession,
+def store_events(
+    connection: Connection,
     candidates: Sequence[Candidate],
     *,
     received_at: datetime,
@@ -200,7 +200,7 @@ async def store_events(
     commit: the caller's unit of work does, before anyone is answered.
     """
     firsts, rows, repeats = _plan(candidates, received_at + max_future_skew, received_at)
-    inserted, stored = await repository.insert_new_events(session, rows)
+    inserted, stored = repository.insert_new_events(connection, rows)
     for event_id, first in firsts.items():
         if event_id in inserted:
             first.status = ItemStatus.ACCEPTED

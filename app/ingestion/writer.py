@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Connection
 from starlette.responses import Response
 
 from app.ingestion import idempotency, service
 from app.ingestion.service import Candidate
-from app.kit.db import unit_of_work, utcnow
+from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS, RadarError, ServiceUnavailable
 
 logger = logging.getLogger("radar.ingestion.writer")
@@ -49,7 +49,7 @@ class _Submission:
 class EventWriter:
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        transactions: TransactionRunner,
         *,
         max_future_skew: timedelta,
         idempotency_ttl: timedelta,
@@ -57,7 +57,7 @@ class EventWriter:
         max_group_events: int = 5000,
         max_pending_events: int = 100_000,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._transactions = transactions
         self._max_future_skew = max_future_skew
         self._idempotency_ttl = idempotency_ttl
         self._workers = workers
@@ -143,8 +143,7 @@ class EventWriter:
 
     async def _flush(self, group: list[_Submission]) -> None:
         try:
-            async with unit_of_work(self._sessionmaker) as session:
-                answers = await self._store(session, group)
+            answers = await self._transactions.run(lambda c: self._store(c, group))
         except Exception as exc:
             if len(group) > 1 and not _database_unavailable(exc):
                 # One bad request must not fail the others: retry each on its own. (When the
@@ -161,15 +160,16 @@ class EventWriter:
         for submission, answer in zip(group, answers, strict=True):
             _settle(submission.future, answer)
 
-    async def _store(
-        self, session: AsyncSession, group: list[_Submission]
+    def _store(
+        self, connection: Connection, group: list[_Submission]
     ) -> list[Response | Exception]:
+        """The whole group's transaction: runs synchronously, in one go (TransactionRunner)."""
         now = utcnow()
         keyed = group[0].idempotency if len(group) == 1 else None
-        claim = idempotency.NO_KEY
+        claim = None
         if keyed is not None:
-            claim = await idempotency.claim(
-                session,
+            claim = idempotency.claim(
+                connection,
                 api_key_id=keyed.api_key_id,
                 key=keyed.key,
                 request_fingerprint=keyed.fingerprint,
@@ -179,21 +179,21 @@ class EventWriter:
             if claim.replay is not None:
                 return [claim.replay]
         candidates = [c for submission in group for c in submission.candidates]
-        await service.store_events(
-            session, candidates, received_at=now, max_future_skew=self._max_future_skew
+        service.store_events(
+            connection, candidates, received_at=now, max_future_skew=self._max_future_skew
         )
         answers: list[Response | Exception] = []
         for submission in group:
             try:
                 answers.append(submission.render(submission.candidates))
             except RadarError as exc:
-                if keyed is not None:
+                if claim is not None:
                     raise  # roll back the claim: errors are not remembered
                 answers.append(exc)
-        if keyed is not None:
+        if claim is not None:
             answer = answers[0]
             assert isinstance(answer, Response)
-            await claim.save(session, answer)
+            claim.save(connection, answer)
         return answers
 
 

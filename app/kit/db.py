@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
+from sqlalchemy import BigInteger, Connection, DateTime, Engine, Integer, MetaData, event
+from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,10 +21,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import SingletonThreadPool
 from sqlalchemy.types import TypeDecorator
 
 from app.kit.settings import Settings
 
+T = TypeVar("T")
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -120,9 +125,12 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         # pysqlite's own transaction handling is disabled so that BEGIN is ours (below).
         connect_args={"isolation_level": None, "check_same_thread": False},
     )
-    synchronous = settings.sqlite_synchronous
+    _configure_sqlite(engine.sync_engine, settings.sqlite_synchronous)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         for pragma in (
@@ -136,13 +144,55 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that reads and then writes
         # can fail with SQLITE_BUSY when another connection committed in between.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-    return engine
+
+class TransactionRunner:
+    """Runs a synchronous function in one transaction, committed before it returns.
+
+    The ingest hot path is written against a plain `Connection` and run here. On PostgreSQL
+    it runs on the async engine through SQLAlchemy's greenlet bridge (`run_sync`). On SQLite
+    the whole transaction runs in one dedicated thread on a synchronous connection: one
+    hand-off per transaction instead of one per statement, each of which waits for a turn on
+    a busy event loop.
+    """
+
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._engine = engine
+        self._sync_engine: Engine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if settings.is_sqlite:
+            self._sync_engine = sa_create_engine(
+                settings.database_url.replace("+aiosqlite", ""),
+                poolclass=SingletonThreadPool,
+                connect_args={"isolation_level": None},
+            )
+            _configure_sqlite(self._sync_engine, settings.sqlite_synchronous)
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        if self._sync_engine is None:
+            async with self._engine.begin() as connection:
+                return await connection.run_sync(work)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run_sync, work)
+
+    def _run_sync(self, work: Callable[[Connection], T]) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as connection:
+            return work(connection)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            assert self._sync_engine is not None
+            # Connections of a SingletonThreadPool belong to their thread: close them there.
+            await loop.run_in_executor(self._executor, self._sync_engine.dispose)
+            self._executor.shutdown(wait=True)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
