@@ -186,6 +186,16 @@ def to_row(event: PurchaseEventIn, received_at: datetime) -> EventRow:
     )
 
 
+@dataclass(slots=True)
+class StorePlan:
+    """What to write: the first copy of each event_id, its row, and the identical repeats."""
+
+    candidates: Sequence[Candidate]
+    firsts: dict[str, Candidate]
+    rows: dict[str, EventRow]
+    repeats: list[Candidate]
+
+
 def store_events(
     connection: Connection,
     candidates: Sequence[Candidate],
@@ -199,34 +209,15 @@ def store_events(
     them is stored once, exactly as if the requests had arrived one after the other. Does not
     commit: the caller's unit of work does, before anyone is answered.
     """
-    firsts, rows, repeats = _plan(candidates, received_at + max_future_skew, received_at)
-    inserted, stored = repository.insert_new_events(connection, rows)
-    for event_id, first in firsts.items():
-        if event_id in inserted:
-            first.status = ItemStatus.ACCEPTED
-        elif stored.get(event_id) == rows[event_id].content_hash:
-            first.status = ItemStatus.DUPLICATE
-        else:
-            first.reject(
-                "event_id",
-                "event_id_conflict",
-                f"event_id {event_id!r} was already stored with different content",
-            )
-    for repeat in repeats:
-        first = firsts[repeat.event_id or ""]
-        if first.errors:  # the first copy conflicts with the stored event, so does this one
-            repeat.reject("event_id", "event_id_conflict", first.errors[0]["message"])
-        else:
-            repeat.status = ItemStatus.DUPLICATE
-    for candidate in candidates:
-        if candidate.errors:
-            candidate.status = ItemStatus.REJECTED
+    plan = plan_store(candidates, received_at=received_at, max_future_skew=max_future_skew)
+    apply_plan(connection, plan)
 
 
-def _plan(
-    candidates: Sequence[Candidate], latest_allowed: datetime, received_at: datetime
-) -> tuple[dict[str, Candidate], dict[str, EventRow], list[Candidate]]:
-    """The first copy of each event_id with its row, and the identical repeats after it."""
+def plan_store(
+    candidates: Sequence[Candidate], *, received_at: datetime, max_future_skew: timedelta
+) -> StorePlan:
+    """The CPU-bound half of storing (rows, hashes, in-batch repeats): needs no database."""
+    latest_allowed = received_at + max_future_skew
     firsts: dict[str, Candidate] = {}
     rows: dict[str, EventRow] = {}
     repeats: list[Candidate] = []
@@ -238,8 +229,8 @@ def _plan(
             candidate.reject(
                 "occurred_at",
                 "future_timestamp",
-                f"occurred_at is more than {int((latest_allowed - received_at).total_seconds())}"
-                " s in the future; check the till's clock",
+                f"occurred_at is more than {int(max_future_skew.total_seconds())} s in the "
+                "future; check the till's clock",
             )
             continue
         row = to_row(event, received_at)
@@ -257,7 +248,32 @@ def _plan(
                 "event_id_conflict",
                 f"event_id {event.event_id!r} was sent {where}with different content",
             )
-    return firsts, rows, repeats
+    return StorePlan(candidates, firsts, rows, repeats)
+
+
+def apply_plan(connection: Connection, plan: StorePlan) -> None:
+    """The database half of storing: insert what is new and decide every status."""
+    inserted, stored = repository.insert_new_events(connection, plan.rows)
+    for event_id, first in plan.firsts.items():
+        if event_id in inserted:
+            first.status = ItemStatus.ACCEPTED
+        elif stored.get(event_id) == plan.rows[event_id].content_hash:
+            first.status = ItemStatus.DUPLICATE
+        else:
+            first.reject(
+                "event_id",
+                "event_id_conflict",
+                f"event_id {event_id!r} was already stored with different content",
+            )
+    for repeat in plan.repeats:
+        first = plan.firsts[repeat.event_id or ""]
+        if first.errors:  # the first copy conflicts with the stored event, so does this one
+            repeat.reject("event_id", "event_id_conflict", first.errors[0]["message"])
+        else:
+            repeat.status = ItemStatus.DUPLICATE
+    for candidate in plan.candidates:
+        if candidate.errors:
+            candidate.status = ItemStatus.REJECTED
 
 
 def summarise(candidates: Sequence[Candidate]) -> dict[str, Any]:

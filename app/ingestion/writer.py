@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 from starlette.responses import Response
@@ -143,7 +143,14 @@ class EventWriter:
 
     async def _flush(self, group: list[_Submission]) -> None:
         try:
-            answers = await self._transactions.run(lambda c: self._store(c, group))
+            # Rows and hashes are built here, on the event loop; the transaction (in a thread
+            # on SQLite) then holds the GIL as little as possible.
+            now = utcnow()
+            candidates = [c for submission in group for c in submission.candidates]
+            plan = service.plan_store(
+                candidates, received_at=now, max_future_skew=self._max_future_skew
+            )
+            answers = await self._transactions.run(lambda c: self._store(c, group, plan, now))
         except Exception as exc:
             if len(group) > 1 and not _database_unavailable(exc):
                 # One bad request must not fail the others: retry each on its own. (When the
@@ -161,10 +168,13 @@ class EventWriter:
             _settle(submission.future, answer)
 
     def _store(
-        self, connection: Connection, group: list[_Submission]
+        self,
+        connection: Connection,
+        group: list[_Submission],
+        plan: service.StorePlan,
+        now: datetime,
     ) -> list[Response | Exception]:
-        """The whole group's transaction: runs synchronously, in one go (TransactionRunner)."""
-        now = utcnow()
+        """The whole group's transaction, run synchronously in one go (TransactionRunner)."""
         keyed = group[0].idempotency if len(group) == 1 else None
         claim = None
         if keyed is not None:
@@ -178,10 +188,7 @@ class EventWriter:
             )
             if claim.replay is not None:
                 return [claim.replay]
-        candidates = [c for submission in group for c in submission.candidates]
-        service.store_events(
-            connection, candidates, received_at=now, max_future_skew=self._max_future_skew
-        )
+        service.apply_plan(connection, plan)
         answers: list[Response | Exception] = []
         for submission in group:
             try:
