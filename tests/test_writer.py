@@ -41,3 +41,16 @@ async def test_a_stopped_writer_refuses_work(app: FastAPI) -> None:
     await writer.stop()
     with pytest.raises(ServiceUnavailable):
         await writer.submit([], lambda _: httpx.Response(200))  # type: ignore[arg-type, return-value]
+
+
+async def test_a_full_queue_answers_503_overloaded(app: FastAPI, keys: Keys) -> None:
+    writer = EventWriter(
+        app.state.transactions,
+        max_future_skew=app.state.settings.max_future_skew,
+        idempotency_ttl=app.state.settings.idempotency_key_ttl,
+        max_pending_events=0,
+    )
+    with pytest.raises(ServiceUnavailable) as refused:
+        await writer.submit([], lambda _: httpx.Response(200))  # type: ignore[arg-type, return-value]
+    assert refused.value.instance_code == "overloaded"
+    assert refused.value.headers["Retry-After"] == "1"

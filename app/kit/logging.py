@@ -46,3 +46,5 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.setLevel(level)
     # The access log below replaces uvicorn's, which would log raw query strings.
     logging.getLogger("uvicorn.access").disabled = True
+    # /readyz reads the schema revision on every probe; alembic would log that each time.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)

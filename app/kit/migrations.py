@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+logger = logging.getLogger("radar.migrations")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 # Replicas starting together on PostgreSQL take turns: the first migrates, the rest find
 # the schema current. Any constant works; this one spells "radar".
@@ -40,7 +42,11 @@ def _current(connection: Connection) -> str | None:
 
 async def upgrade(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
+        before = await connection.run_sync(_current)
         await connection.run_sync(_upgrade)
+        after = await connection.run_sync(_current)
+    if before != after:
+        logger.info("database schema migrated", extra={"from": before, "to": after})
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
