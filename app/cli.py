@@ -76,6 +76,27 @@ def migrate() -> None:
     click.echo("database schema is current")
 
 
+@main.command()
+def rebuild() -> None:
+    """Recompute every customer's pattern from the stored events (one transaction)."""
+    from app.customers.service import rebuild as rebuild_patterns
+    from app.kit.db import TransactionRunner
+
+    async def run() -> int:
+        settings = get_settings()
+        engine = create_engine(settings)
+        transactions = TransactionRunner(engine, settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade(engine)
+            return await transactions.run(rebuild_patterns)
+        finally:
+            await transactions.close()
+            await engine.dispose()
+
+    click.echo(f"rebuilt the patterns of {asyncio.run(run())} customers")
+
+
 @main.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -42,6 +52,8 @@ class PurchaseEvent(Base):
     store_id: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The calendar day where the purchase happened (from the offset the POS sent): a visit.
+    occurred_on: Mapped[date] = mapped_column(Date)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     amount: Mapped[Decimal] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3))
@@ -67,3 +79,42 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Customer(Base):
+    """A customer's purchase pattern, kept current in the transaction that stores each event.
+
+    Every field is a commutative summary of the customer's events (sums, counts, minima,
+    maxima, per-week and per-category tallies), so the same events in any order give the same
+    row, and `radar rebuild` can recompute it from `purchase_events`.
+    """
+
+    __tablename__ = "customers"
+
+    customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    first_visit_on: Mapped[date | None] = mapped_column(Date)
+    last_visit_on: Mapped[date | None] = mapped_column(Date)
+    visit_days: Mapped[int] = mapped_column(Integer)
+    purchases: Mapped[int] = mapped_column(Integer)
+    refunds: Mapped[int] = mapped_column(Integer)
+    purchase_amount: Mapped[Decimal] = mapped_column(Money)
+    refund_amount: Mapped[Decimal] = mapped_column(Money)
+    # {"<week index>": [visit days, net amount in 1/10,000]} for the last 53 weeks of visits
+    weekly: Mapped[dict[str, list[int]]] = mapped_column(JSONType)
+    # {"<category>": [purchases, "<last day bought>"]}
+    categories: Mapped[dict[str, list[Any]]] = mapped_column(JSONType)
+    # {"<store_id>": purchases}
+    stores: Mapped[dict[str, int]] = mapped_column(JSONType)
+    home_store: Mapped[str | None] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CustomerVisitDay(Base):
+    """One row per (customer, day) with a purchase: tells a new visit from a second purchase
+    on the same day with one index probe, whatever order the events arrive in."""
+
+    __tablename__ = "customer_visit_days"
+    __table_args__ = (PrimaryKeyConstraint("customer_id", "day"),)
+
+    customer_id: Mapped[str] = mapped_column(String(128))
+    day: Mapped[date] = mapped_column(Date)

@@ -172,3 +172,27 @@ async def stored_events(app: FastAPI) -> list[dict[str, Any]]:
             }
             for row in rows
         ]
+
+
+async def stored_customers(app: FastAPI) -> list[dict[str, Any]]:
+    """Every customer pattern and visit day, minus the write time."""
+    from sqlalchemy import select
+
+    from app.models import Customer, CustomerVisitDay
+
+    async with app.state.sessionmaker() as session:
+        rows = await session.scalars(select(Customer).order_by(Customer.customer_id))
+        customers = [
+            {
+                column.name: getattr(row, column.name)
+                for column in Customer.__table__.columns
+                if column.name != "updated_at"
+            }
+            for row in rows
+        ]
+        days = await session.execute(
+            select(CustomerVisitDay.customer_id, CustomerVisitDay.day).order_by(
+                CustomerVisitDay.customer_id, CustomerVisitDay.day
+            )
+        )
+        return [*customers, {"visit_days": [tuple(day) for day in days]}]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Row, Table, delete, select, update
@@ -20,6 +20,7 @@ class EventRow(NamedTuple):
     store_id: str
     kind: str
     occurred_at: datetime
+    occurred_on: date
     received_at: datetime
     amount: int
     currency: str
@@ -38,8 +39,8 @@ _SQLITE_INSERT = (
     f"VALUES ({', '.join('?' * len(EventRow._fields))})"
 )
 _PG_TYPES = (
-    "text", "text", "text", "text", "timestamptz", "timestamptz", "int8", "text", "text",
-    "text", "text", "text", "bytea",
+    "text", "text", "text", "text", "timestamptz", "date", "timestamptz", "int8", "text",
+    "text", "text", "text", "text", "bytea",
 )  # fmt: skip
 _PG_SELECT = ", ".join(
     f"c{i}::jsonb" if name in ("items", "attributes") else f"c{i}"
@@ -61,6 +62,14 @@ def _sqlite_time(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
+def _sqlite_row(row: EventRow) -> tuple[Any, ...]:
+    return row._replace(
+        occurred_at=_sqlite_time(row.occurred_at),  # type: ignore[arg-type]
+        occurred_on=row.occurred_on.isoformat(),  # type: ignore[arg-type]
+        received_at=_sqlite_time(row.received_at),  # type: ignore[arg-type]
+    )
+
+
 def insert_new_events(
     connection: Connection, rows: Mapping[str, EventRow]
 ) -> tuple[set[str], dict[str, bytes]]:
@@ -76,13 +85,7 @@ def insert_new_events(
         stored = stored_hashes(connection, list(rows))
         new = [row for event_id, row in rows.items() if event_id not in stored]
         if new:
-            connection.exec_driver_sql(
-                _SQLITE_INSERT,
-                [
-                    (*r[:4], _sqlite_time(r.occurred_at), _sqlite_time(r.received_at), *r[6:])
-                    for r in new
-                ],
-            )
+            connection.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(row) for row in new])
         return {row.event_id for row in new}, stored
     # PostgreSQL: insert first, look up only what was not inserted (usually nothing). A
     # concurrent transaction inserting the same event makes ON CONFLICT wait for its commit.

@@ -18,6 +18,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection
 
+from app.customers.service import StoredEvent, update_patterns
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
 from app.ingestion.schemas import ItemStatus, PurchaseEventIn
@@ -175,6 +176,7 @@ def to_row(event: PurchaseEventIn, received_at: datetime) -> EventRow:
         store_id=event.store_id,
         kind=event.kind.value,
         occurred_at=occurred_at,
+        occurred_on=event.occurred_at.date(),  # the day where it happened, by its own offset
         received_at=received_at,
         amount=amount,
         currency=currency,
@@ -274,6 +276,22 @@ def apply_plan(connection: Connection, plan: StorePlan) -> None:
     for candidate in plan.candidates:
         if candidate.errors:
             candidate.status = ItemStatus.REJECTED
+    update_patterns(
+        connection,
+        [_stored(plan.rows[event_id], plan.firsts[event_id]) for event_id in sorted(inserted)],
+    )
+
+
+def _stored(row: EventRow, candidate: Candidate) -> StoredEvent:
+    assert candidate.event is not None
+    return StoredEvent(
+        customer_id=row.customer_id,
+        kind=row.kind,
+        day=row.occurred_on,
+        amount=row.amount,
+        store_id=row.store_id,
+        categories=frozenset(item.category for item in candidate.event.items or ()),
+    )
 
 
 def summarise(candidates: Sequence[Candidate]) -> dict[str, Any]:

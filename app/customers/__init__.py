@@ -1,0 +1,1 @@
+"""Customers: each one's purchase pattern, kept current as events are stored."""

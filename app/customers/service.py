@@ -1,0 +1,98 @@
+"""Keeping customer patterns current: inside each ingest transaction, and by full rebuild."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from app.customers import repository
+from app.customers.state import CustomerState, EventFacts
+from app.kit.db import Money
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event just stored (or replayed by a rebuild), as the pattern needs it."""
+
+    customer_id: str
+    kind: str
+    day: date
+    amount: int  # 1/10,000 of the currency unit
+    store_id: str
+    categories: frozenset[str]
+
+
+def update_patterns(connection: Connection, events: Sequence[StoredEvent]) -> None:
+    """Fold newly stored events into their customers' patterns, in the same transaction.
+
+    Callers pass only events that were inserted just now, never duplicates, so each event
+    counts once; the work is one look-up and one write per customer, whatever the history.
+    """
+    if not events:
+        return
+    new_visits = repository.record_visit_days(
+        connection, ((e.customer_id, e.day) for e in events if e.kind == "purchase")
+    )
+    by_customer: dict[str, list[EventFacts]] = defaultdict(list)
+    seen: set[tuple[str, date]] = set()
+    for event in events:
+        visit = (event.customer_id, event.day)
+        new_visit = event.kind == "purchase" and visit in new_visits and visit not in seen
+        if new_visit:
+            seen.add(visit)
+        by_customer[event.customer_id].append(
+            EventFacts(
+                event.kind, event.day, event.amount, event.store_id, event.categories, new_visit
+            )
+        )
+    states = repository.lock_states(connection, list(by_customer))
+    repository.save_states(connection, (states[c].apply(facts) for c, facts in by_customer.items()))
+
+
+def rebuild(connection: Connection) -> int:
+    """Recompute every customer's pattern from the stored events; returns the customer count."""
+    repository.clear(connection)
+    states: dict[str, CustomerState] = {}
+    visits: set[tuple[str, date]] = set()
+    for row in repository.all_events(connection):
+        event = stored_event(row)
+        visit = (event.customer_id, event.day)
+        new_visit = event.kind == "purchase" and visit not in visits
+        if new_visit:
+            visits.add(visit)
+        state = states.setdefault(event.customer_id, CustomerState(event.customer_id))
+        state.apply(
+            [
+                EventFacts(
+                    event.kind, event.day, event.amount, event.store_id, event.categories, new_visit
+                )
+            ]
+        )
+    repository.record_visit_days(connection, visits)
+    repository.lock_states(connection, list(states))
+    repository.save_states(connection, states.values())
+    return len(states)
+
+
+def stored_event(row: Any) -> StoredEvent:
+    items = row.items if not isinstance(row.items, str) else orjson.loads(row.items)
+    amount = row.amount
+    return StoredEvent(
+        customer_id=row.customer_id,
+        kind=row.kind,
+        day=row.occurred_on,
+        amount=int(amount * Money.SCALE) if isinstance(amount, Decimal) else int(amount),
+        store_id=row.store_id,
+        categories=categories_of(items),
+    )
+
+
+def categories_of(items: Iterable[dict[str, Any]] | None) -> frozenset[str]:
+    return frozenset(item["category"] for item in items or ())

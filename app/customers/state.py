@@ -1,0 +1,89 @@
+"""The per-customer pattern as plain data, and how one event changes it.
+
+Every update is commutative (sums, counts, minima, maxima, tallies), and the only pruning,
+of weekly buckets older than a year before the last visit, depends on a maximum. So the same
+events in any order give the same state, which is what makes late events and rebuilds safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+WEEKS_KEPT = 53  # the current week and the 52 before it
+_MONDAY = date(1970, 1, 5)
+
+
+def week_index(day: date) -> int:
+    """Weeks since 1970-01-05, a Monday: the key of the weekly buckets."""
+    return (day - _MONDAY).days // 7
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What the pattern needs from one stored event."""
+
+    kind: str  # "purchase" or "refund"
+    day: date  # local calendar day of the event
+    amount: int  # in 1/10,000 of the currency unit
+    store_id: str
+    categories: frozenset[str]
+    new_visit: bool  # the first purchase of this customer on this day
+
+
+@dataclass(slots=True)
+class CustomerState:
+    customer_id: str
+    first_visit_on: date | None = None
+    last_visit_on: date | None = None
+    visit_days: int = 0
+    purchases: int = 0
+    refunds: int = 0
+    purchase_amount: int = 0
+    refund_amount: int = 0
+    weekly: dict[str, list[int]] = field(default_factory=dict)
+    categories: dict[str, list[int | str]] = field(default_factory=dict)
+    stores: dict[str, int] = field(default_factory=dict)
+    home_store: str | None = None
+
+    def apply(self, events: Iterable[EventFacts]) -> CustomerState:
+        for event in events:
+            if event.kind == "refund":
+                self._refund(event)
+            else:
+                self._purchase(event)
+        self._prune_weeks()
+        self.home_store = (
+            min(self.stores, key=lambda s: (-self.stores[s], s)) if self.stores else None
+        )
+        return self
+
+    def _purchase(self, event: EventFacts) -> None:
+        self.purchases += 1
+        self.purchase_amount += event.amount
+        self.stores[event.store_id] = self.stores.get(event.store_id, 0) + 1
+        day = event.day.isoformat()
+        for category in event.categories:
+            tally = self.categories.setdefault(category, [0, day])
+            tally[0] = int(tally[0]) + 1
+            tally[1] = max(str(tally[1]), day)
+        bucket = self.weekly.setdefault(str(week_index(event.day)), [0, 0])
+        bucket[1] += event.amount
+        if event.new_visit:
+            self.visit_days += 1
+            bucket[0] += 1
+            self.first_visit_on = min(self.first_visit_on or event.day, event.day)
+            self.last_visit_on = max(self.last_visit_on or event.day, event.day)
+
+    def _refund(self, event: EventFacts) -> None:
+        self.refunds += 1
+        self.refund_amount += event.amount
+        bucket = self.weekly.setdefault(str(week_index(event.day)), [0, 0])
+        bucket[1] -= event.amount
+
+    def _prune_weeks(self) -> None:
+        if self.last_visit_on is None:
+            return
+        oldest = week_index(self.last_visit_on) - (WEEKS_KEPT - 1)
+        self.weekly = {week: tally for week, tally in self.weekly.items() if int(week) >= oldest}
