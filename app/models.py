@@ -99,12 +99,14 @@ class Customer(Base):
     refunds: Mapped[int] = mapped_column(Integer)
     purchase_amount: Mapped[Decimal] = mapped_column(Money)
     refund_amount: Mapped[Decimal] = mapped_column(Money)
+    # Plain JSON (not JSONB) on PostgreSQL: rewritten whole on every update, never queried
+    # inside, so parsing it into JSONB on each write would be wasted work.
     # {"<week index>": [visit days, net amount in 1/10,000]} for the last 53 weeks of visits
-    weekly: Mapped[dict[str, list[int]]] = mapped_column(JSONType)
+    weekly: Mapped[dict[str, list[int]]] = mapped_column(JSON)
     # {"<category>": [purchases, "<last day bought>"]}
-    categories: Mapped[dict[str, list[Any]]] = mapped_column(JSONType)
+    categories: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
     # {"<store_id>": purchases}
-    stores: Mapped[dict[str, int]] = mapped_column(JSONType)
+    stores: Mapped[dict[str, int]] = mapped_column(JSON)
     home_store: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

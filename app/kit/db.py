@@ -110,7 +110,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=False,
         pool_timeout=settings.db_connect_timeout.total_seconds(),
-        connect_args={"timeout": settings.db_connect_timeout.total_seconds()},
+        connect_args={
+            "timeout": settings.db_connect_timeout.total_seconds(),
+            # The ingest statements take whole batches as array parameters. A generic plan
+            # (which PostgreSQL switches to after five runs of a prepared statement) cannot
+            # see the array sizes and was measured choosing sequential scans of customers.
+            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+        },
     )
 
 
