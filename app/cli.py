@@ -97,6 +97,39 @@ def rebuild() -> None:
     click.echo(f"rebuilt the patterns of {asyncio.run(run())} customers")
 
 
+@main.command("refit")
+def refit_command() -> None:
+    """Fit the population model on every customer now, and keep it for scoring."""
+    from app.kit.db import TransactionRunner, utcnow
+    from app.models import ModelFit
+    from app.scoring.service import MIN_CUSTOMERS_TO_FIT, refit
+
+    async def run() -> ModelFit | None:
+        settings = get_settings()
+        engine = create_engine(settings)
+        transactions = TransactionRunner(engine, settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade(engine)
+            return await refit(transactions, utcnow().date())
+        finally:
+            await transactions.close()
+            await engine.dispose()
+
+    fit = asyncio.run(run())
+    if fit is None:
+        click.echo(
+            f"not enough customers to fit (need {MIN_CUSTOMERS_TO_FIT} with a visit): "
+            "scores keep using the prior"
+        )
+        return
+    click.echo(
+        f"BG/NBD on {fit.customers} customers: r={fit.r:.4g} alpha={fit.alpha:.4g} "
+        f"a={fit.a:.4g} b={fit.b:.4g} log-likelihood={fit.log_likelihood:.1f}"
+        + ("" if fit.converged else " (did not converge)")
+    )
+
+
 @main.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

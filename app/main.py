@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
 from app.ingestion.endpoints import router as ingestion_router
@@ -22,6 +23,7 @@ from app.kit.migrations import upgrade
 from app.kit.periodic import PeriodicJobs
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
+from app.scoring.service import refit
 
 API_DESCRIPTION = """
 Defection Radar tells a business, in real time, which of its customers are drifting away.
@@ -64,6 +66,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     transactions, now=utcnow(), ttl=settings.idempotency_key_ttl
                 ),
             )
+        if settings.refit_interval.total_seconds() > 0:
+            jobs.start(
+                settings.refit_interval,
+                "refit-population-model",
+                lambda: refit(transactions, utcnow().date()),
+            )
         try:
             yield
         finally:
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(ingestion_router)
     app.include_router(keys_router)
+    app.include_router(customers_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

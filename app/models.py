@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -120,3 +122,22 @@ class CustomerVisitDay(Base):
 
     customer_id: Mapped[str] = mapped_column(String(128))
     day: Mapped[date] = mapped_column(Date)
+
+
+class ModelFit(Base):
+    """A fitted population model: the newest one scores every customer."""
+
+    __tablename__ = "model_fits"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    model: Mapped[str] = mapped_column(String(32))  # "bg_nbd"
+    # BG/NBD parameters, time in days
+    r: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)
+    a: Mapped[float] = mapped_column(Float)
+    b: Mapped[float] = mapped_column(Float)
+    log_likelihood: Mapped[float] = mapped_column(Float)
+    customers: Mapped[int] = mapped_column(Integer)
+    converged: Mapped[bool] = mapped_column(Boolean)
+    as_of: Mapped[date] = mapped_column(Date)
+    fitted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -19,6 +19,7 @@ PROTECTED = [
     ("GET", "/v1/keys", "manage", {}),
     ("POST", "/v1/keys", "manage", {"json": {"name": "n", "scopes": ["read"]}}),
     ("DELETE", "/v1/keys/999999", "manage", {}),
+    ("GET", "/v1/customers/card-1", "read", {}),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 
@@ -30,7 +31,7 @@ def test_every_route_is_listed_here() -> None:
     public = {"/healthz", "/readyz", "/metrics"}
     paths = orjson.loads(render_openapi())["paths"]
     routes = {
-        (method.upper(), path.replace("{key_id}", "999999"))
+        (method.upper(), path.replace("{key_id}", "999999").replace("{customer_id}", "card-1"))
         for path, operations in paths.items()
         for method in operations
         if path not in public

@@ -122,3 +122,19 @@ def test_radar_rebuild_command(tmp_path: object, monkeypatch: pytest.MonkeyPatch
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "rebuilt the patterns of 0 customers" in result.output
+
+
+def test_radar_refit_command_without_customers(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.cli import main
+    from app.kit.settings import get_settings
+
+    monkeypatch.setenv("RADAR_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["refit"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "not enough customers to fit" in result.output

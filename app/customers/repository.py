@@ -120,6 +120,14 @@ def lock_states(connection: Connection, customer_ids: Sequence[str]) -> dict[str
     return states
 
 
+def get_state(connection: Connection, customer_id: str) -> CustomerState | None:
+    placeholder = "$1" if connection.dialect.name == "postgresql" else "?"
+    row = connection.exec_driver_sql(
+        _SELECT_STATES + f"WHERE customer_id = {placeholder}", (customer_id,)
+    ).first()
+    return None if row is None else _state(row)
+
+
 def _lock_existing(connection: Connection, ids: list[str]) -> dict[str, CustomerState]:
     result = connection.exec_driver_sql(
         _SELECT_STATES + "WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE",

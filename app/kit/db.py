@@ -187,6 +187,11 @@ class TransactionRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run_sync, work)
 
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run read-only synchronous work on a pooled connection of the async engine."""
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(work)
+
     def _run_sync(self, work: Callable[[Connection], T]) -> T:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as connection:

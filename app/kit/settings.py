@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(default=1000, ge=1)
     max_future_skew: timedelta = timedelta(minutes=5)
     idempotency_key_ttl: timedelta = timedelta(hours=24)
+    # How often the population model is refitted in the background; 0 turns it off.
+    refit_interval: timedelta = timedelta(hours=6)
     # How often expired idempotency records are purged; 0 turns the loop off.
     housekeeping_interval: timedelta = timedelta(minutes=10)
     # How long a verified API key is trusted before it is looked up again: the longest a
