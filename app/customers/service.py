@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -37,9 +37,37 @@ def update_patterns(connection: Connection, events: Sequence[StoredEvent]) -> No
     """
     if not events:
         return
-    new_visits = repository.record_visit_days(
-        connection, ((e.customer_id, e.day) for e in events if e.kind == "purchase")
+    new_visits = repository.record_visit_days(connection, _visits(events))
+    by_customer = _facts(events, new_visits)
+    states = repository.lock_states(connection, list(by_customer))
+    repository.save_states(connection, (states[c].apply(facts) for c, facts in by_customer.items()))
+
+
+def rebuild(connection: Connection) -> int:
+    """Recompute every customer's pattern from the stored events; returns the customer count.
+
+    Holds every event's facts in memory: fine for millions of events, not for billions.
+    """
+    repository.clear(connection)
+    events = [stored_event(row) for row in repository.all_events(connection)]
+    visits = set(_visits(events))
+    by_customer = _facts(events, visits)
+    repository.record_visit_days(connection, visits)
+    repository.lock_states(connection, list(by_customer))
+    repository.save_states(
+        connection, (CustomerState(c).apply(facts) for c, facts in by_customer.items())
     )
+    return len(by_customer)
+
+
+def _visits(events: Iterable[StoredEvent]) -> Iterator[tuple[str, date]]:
+    return ((e.customer_id, e.day) for e in events if e.kind == "purchase")
+
+
+def _facts(
+    events: Iterable[StoredEvent], new_visits: set[tuple[str, date]]
+) -> dict[str, list[EventFacts]]:
+    """Each customer's facts; the first purchase of a newly recorded visit day is the visit."""
     by_customer: dict[str, list[EventFacts]] = defaultdict(list)
     seen: set[tuple[str, date]] = set()
     for event in events:
@@ -52,33 +80,7 @@ def update_patterns(connection: Connection, events: Sequence[StoredEvent]) -> No
                 event.kind, event.day, event.amount, event.store_id, event.categories, new_visit
             )
         )
-    states = repository.lock_states(connection, list(by_customer))
-    repository.save_states(connection, (states[c].apply(facts) for c, facts in by_customer.items()))
-
-
-def rebuild(connection: Connection) -> int:
-    """Recompute every customer's pattern from the stored events; returns the customer count."""
-    repository.clear(connection)
-    states: dict[str, CustomerState] = {}
-    visits: set[tuple[str, date]] = set()
-    for row in repository.all_events(connection):
-        event = stored_event(row)
-        visit = (event.customer_id, event.day)
-        new_visit = event.kind == "purchase" and visit not in visits
-        if new_visit:
-            visits.add(visit)
-        state = states.setdefault(event.customer_id, CustomerState(event.customer_id))
-        state.apply(
-            [
-                EventFacts(
-                    event.kind, event.day, event.amount, event.store_id, event.categories, new_visit
-                )
-            ]
-        )
-    repository.record_visit_days(connection, visits)
-    repository.lock_states(connection, list(states))
-    repository.save_states(connection, states.values())
-    return len(states)
+    return by_customer
 
 
 def stored_event(row: Any) -> StoredEvent:
