@@ -11,7 +11,7 @@ import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.kit.auth import Scope
-from app.kit.db import create_engine, create_sessionmaker, unit_of_work
+from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, unit_of_work
 from app.kit.migrations import upgrade
 from app.kit.settings import get_settings
 
@@ -28,6 +28,24 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
             async with unit_of_work(create_sessionmaker(engine)) as session:
                 return await work(session)
         finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]]) -> T:
+    """Run `work` against the configured database, migrated first unless disabled."""
+
+    async def run() -> T:
+        settings = get_settings()
+        engine = create_engine(settings)
+        transactions = TransactionRunner(engine, settings)
+        try:
+            if settings.migrate_on_start:
+                await upgrade(engine)
+            return await work(transactions)
+        finally:
+            await transactions.close()
             await engine.dispose()
 
     return asyncio.run(run())
@@ -80,43 +98,18 @@ def migrate() -> None:
 def rebuild() -> None:
     """Recompute every customer's pattern from the stored events (one transaction)."""
     from app.customers.service import rebuild as rebuild_patterns
-    from app.kit.db import TransactionRunner
 
-    async def run() -> int:
-        settings = get_settings()
-        engine = create_engine(settings)
-        transactions = TransactionRunner(engine, settings)
-        try:
-            if settings.migrate_on_start:
-                await upgrade(engine)
-            return await transactions.run(rebuild_patterns)
-        finally:
-            await transactions.close()
-            await engine.dispose()
-
-    click.echo(f"rebuilt the patterns of {asyncio.run(run())} customers")
+    customers = _with_transactions(lambda transactions: transactions.run(rebuild_patterns))
+    click.echo(f"rebuilt the patterns of {customers} customers")
 
 
 @main.command("refit")
 def refit_command() -> None:
     """Fit the population model on every customer now, and keep it for scoring."""
-    from app.kit.db import TransactionRunner, utcnow
-    from app.models import ModelFit
+    from app.kit.db import utcnow
     from app.scoring.service import MIN_CUSTOMERS_TO_FIT, refit
 
-    async def run() -> ModelFit | None:
-        settings = get_settings()
-        engine = create_engine(settings)
-        transactions = TransactionRunner(engine, settings)
-        try:
-            if settings.migrate_on_start:
-                await upgrade(engine)
-            return await refit(transactions, utcnow().date())
-        finally:
-            await transactions.close()
-            await engine.dispose()
-
-    fit = asyncio.run(run())
+    fit = _with_transactions(lambda transactions: refit(transactions, utcnow().date()))
     if fit is None:
         click.echo(
             f"not enough customers to fit (need {MIN_CUSTOMERS_TO_FIT} with a visit): "

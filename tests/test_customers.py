@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from fastapi import FastAPI
 
 from app.customers.service import rebuild
@@ -110,31 +111,27 @@ async def test_ingest_keeps_patterns_and_rebuild_gives_the_same(
     assert await stored_customers(app) == live
 
 
-def test_radar_rebuild_command(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def _radar(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Result:
     from app.cli import main
     from app.kit.settings import get_settings
 
     monkeypatch.setenv("RADAR_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(main, ["rebuild"])
+        return CliRunner().invoke(main, args)
     finally:
         get_settings.cache_clear()
+
+
+def test_radar_rebuild_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _radar(["rebuild"], tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "rebuilt the patterns of 0 customers" in result.output
 
 
 def test_radar_refit_command_without_customers(
-    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.cli import main
-    from app.kit.settings import get_settings
-
-    monkeypatch.setenv("RADAR_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
-    get_settings.cache_clear()
-    try:
-        result = CliRunner().invoke(main, ["refit"])
-    finally:
-        get_settings.cache_clear()
+    result = _radar(["refit"], tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "not enough customers to fit" in result.output
