@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
@@ -18,14 +18,13 @@ from app.customers.schemas import (
     ScoresOut,
     WeekTally,
 )
-from app.customers.state import CustomerState
+from app.customers.state import CustomerState, week_start
 from app.kit.auth import ReadKey
-from app.kit.db import TransactionRunner, utcnow
+from app.kit.db import Money, TransactionRunner, utcnow
 from app.kit.errors import NotFound, problem_responses
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=problem_responses(404))
-_MONDAY = date(1970, 1, 5)
 
 
 @router.get("/{customer_id}", summary="A customer's purchase pattern and defection scores")
@@ -73,7 +72,7 @@ def _fields(scores: scoring.Scores) -> dict[str, float | int | None]:
 
 
 def _pattern(state: CustomerState) -> Pattern:
-    scale = Decimal(10_000)
+    scale = Decimal(Money.SCALE)
     return Pattern(
         first_visit_on=state.first_visit_on,
         last_visit_on=state.last_visit_on,
@@ -90,7 +89,7 @@ def _pattern(state: CustomerState) -> Pattern:
         },
         weekly=[
             WeekTally(
-                week_starting=_MONDAY + timedelta(weeks=int(week)),
+                week_starting=week_start(int(week)),
                 visits=tally[0],
                 net_amount=Decimal(tally[1]) / scale,
             )

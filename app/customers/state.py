@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 WEEKS_KEPT = 53  # the current week and the 52 before it
 _MONDAY = date(1970, 1, 5)
@@ -18,6 +18,11 @@ _MONDAY = date(1970, 1, 5)
 def week_index(day: date) -> int:
     """Weeks since 1970-01-05, a Monday: the key of the weekly buckets."""
     return (day - _MONDAY).days // 7
+
+
+def week_start(index: int) -> date:
+    """The Monday that starts week `index` (the inverse of week_index)."""
+    return _MONDAY + timedelta(weeks=index)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import Connection, insert, select
 
 from app.customers.state import CustomerState
-from app.kit.db import TransactionRunner, utcnow
+from app.kit.db import Money, TransactionRunner, utcnow
 from app.models import Customer, ModelFit
 from app.scoring import btyd
 
@@ -109,7 +109,7 @@ def score(
     x, t_x, T = [max(state.visit_days - 1, 0)], [(last - first).days], [(as_of - first).days]
     expected = float(btyd.expected_purchases(params, x, t_x, T, horizon_days)[0])
     visits = max(state.visit_days, 1)
-    net_per_visit = (state.purchase_amount - state.refund_amount) / 10_000 / visits
+    net_per_visit = (state.purchase_amount - state.refund_amount) / Money.SCALE / visits
     return Scores(
         p_alive=float(btyd.p_alive(params, x, t_x, T)[0]),
         p_no_purchase_within=float(btyd.p_no_purchase_within(params, x, t_x, T, horizon_days)[0]),
