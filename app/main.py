@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI
 
+from app.alerts.service import Evaluator, sweep
 from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
@@ -23,6 +25,8 @@ from app.kit.migrations import upgrade
 from app.kit.periodic import PeriodicJobs
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
+from app.policy import service as policies
+from app.policy.endpoints import router as policy_router
 from app.scoring.service import refit
 
 API_DESCRIPTION = """
@@ -34,7 +38,10 @@ Errors are `application/problem+json` (RFC 9457) with a stable `code`.
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow
+) -> FastAPI:
+    """The service. `clock` is the time alerts are evaluated at (tests and replays move it)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -48,12 +55,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.authenticator = Authenticator(sessionmaker, settings)
         transactions = TransactionRunner(engine, settings)
         app.state.transactions = transactions
+        if settings.policy_file is not None:
+            path = settings.policy_file
+            await transactions.run(lambda c: policies.apply_file(c, path, utcnow()))
+        evaluator = Evaluator()
+        app.state.evaluator = evaluator
         writer = EventWriter(
             transactions,
             max_future_skew=settings.max_future_skew,
             idempotency_ttl=settings.idempotency_key_ttl,
             # SQLite has one writer at a time; PostgreSQL takes several transactions at once.
             workers=1 if settings.is_sqlite else settings.writer_concurrency,
+            evaluator=evaluator,
+            clock=clock,
         )
         writer.start()
         app.state.event_writer = writer
@@ -72,6 +86,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "refit-population-model",
                 lambda: refit(transactions, utcnow().date()),
             )
+        if settings.sweep_interval.total_seconds() > 0:
+            jobs.start(
+                settings.sweep_interval,
+                "sweep-due-customers",
+                lambda: sweep(transactions, evaluator, clock, batch_size=settings.sweep_batch_size),
+            )
         try:
             yield
         finally:
@@ -88,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     silence_parameter_logs()
     app.state.settings = settings
+    app.state.clock = clock
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
@@ -95,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingestion_router)
     app.include_router(keys_router)
     app.include_router(customers_router)
+    app.include_router(policy_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

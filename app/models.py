@@ -18,6 +18,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -92,6 +93,8 @@ class Customer(Base):
     """
 
     __tablename__ = "customers"
+    # The sweeper reads only the customers that are due: an index range scan, never the table.
+    __table_args__ = (Index("ix_customers_next_check_at", "next_check_at"),)
 
     customer_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     first_visit_on: Mapped[date | None] = mapped_column(Date)
@@ -101,15 +104,23 @@ class Customer(Base):
     refunds: Mapped[int] = mapped_column(Integer)
     purchase_amount: Mapped[Decimal] = mapped_column(Money)
     refund_amount: Mapped[Decimal] = mapped_column(Money)
+    # Purchases on the first visit day (the spend model averages repeat visits only).
+    first_visit_amount: Mapped[Decimal] = mapped_column(Money, default=0)
     # Plain JSON (not JSONB) on PostgreSQL: rewritten whole on every update, never queried
     # inside, so parsing it into JSONB on each write would be wasted work.
     # {"<week index>": [visit days, net amount in 1/10,000]} for the last 53 weeks of visits
     weekly: Mapped[dict[str, list[int]]] = mapped_column(JSON)
-    # {"<category>": [purchases, "<last day bought>"]}
+    # {"<category>": [purchases, "<last day bought>", "<first day bought>"]}
     categories: Mapped[dict[str, list[Any]]] = mapped_column(JSON)
     # {"<store_id>": purchases}
     stores: Mapped[dict[str, int]] = mapped_column(JSON)
     home_store: Mapped[str | None] = mapped_column(String(128))
+    # From the events' `attributes.segment`: the one sent on the latest day.
+    segment: Mapped[str | None] = mapped_column(String(128))
+    segment_on: Mapped[date | None] = mapped_column(Date)
+    # When the rules must look again if no event comes (inactivity needs a clock); NULL
+    # when nothing can change without a new event.
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -139,5 +150,70 @@ class ModelFit(Base):
     log_likelihood: Mapped[float] = mapped_column(Float)
     customers: Mapped[int] = mapped_column(Integer)
     converged: Mapped[bool] = mapped_column(Boolean)
+    # Gamma-Gamma spend per visit (currency units), fitted on repeat customers with the
+    # purchase model; NULL when there were too few, and spend falls back to each customer's mean.
+    spend_p: Mapped[float | None] = mapped_column(Float)
+    spend_q: Mapped[float | None] = mapped_column(Float)
+    spend_gamma: Mapped[float | None] = mapped_column(Float)
+    spend_customers: Mapped[int | None] = mapped_column(Integer)
     as_of: Mapped[date] = mapped_column(Date)
     fitted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Policy(Base):
+    """A version of the business's definition of defection; the newest one applies."""
+
+    __tablename__ = "policies"
+
+    version: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))  # "api" or "file"
+    created_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Alert(Base):
+    """A customer who crossed one rule of the policy; at most one unresolved per rule."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "uq_alerts_customer_rule_unresolved",
+            "customer_id",
+            "rule",
+            unique=True,
+            sqlite_where=text("resolved_at IS NULL"),
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
+        Index("ix_alerts_status_opened", "status", "opened_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # open, resolved
+    severity: Mapped[str] = mapped_column(String(8))  # low, medium, high
+    score: Mapped[float] = mapped_column(Float)
+    value_at_risk: Mapped[Decimal] = mapped_column(Money)
+    store_id: Mapped[str | None] = mapped_column(String(128))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution: Mapped[str | None] = mapped_column(String(32))
+
+
+class AlertEvent(Base):
+    """Every change of every alert, numbered in commit order: the feed pollers and webhooks
+    follow. A transaction takes the numbering lock just before writing these rows and keeps
+    it until it commits, so a smaller number never becomes visible after a larger one."""
+
+    __tablename__ = "alert_events"
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(32))  # alert.opened, alert.updated, alert.resolved
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)

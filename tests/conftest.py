@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ def settings(database_url: str) -> Settings:
         # fsync per commit is the production default; the tests do not need power-cut safety.
         sqlite_synchronous="NORMAL",
         log_json=False,
+        # Tests sweep when they choose to (the loop would race their setup).
+        sweep_interval=timedelta(0),
     )
 
 
@@ -175,7 +178,8 @@ async def stored_events(app: FastAPI) -> list[dict[str, Any]]:
 
 
 async def stored_customers(app: FastAPI) -> list[dict[str, Any]]:
-    """Every customer pattern and visit day, minus the write time."""
+    """Every customer pattern and visit day, minus the write and next check times (which
+    depend on when the customer was evaluated, not on the events)."""
     from sqlalchemy import select
 
     from app.models import Customer, CustomerVisitDay
@@ -186,7 +190,7 @@ async def stored_customers(app: FastAPI) -> list[dict[str, Any]]:
             {
                 column.name: getattr(row, column.name)
                 for column in Customer.__table__.columns
-                if column.name != "updated_at"
+                if column.name not in ("updated_at", "next_check_at")
             }
             for row in rows
         ]

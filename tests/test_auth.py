@@ -20,6 +20,8 @@ PROTECTED = [
     ("POST", "/v1/keys", "manage", {"json": {"name": "n", "scopes": ["read"]}}),
     ("DELETE", "/v1/keys/999999", "manage", {}),
     ("GET", "/v1/customers/card-1", "read", {}),
+    ("GET", "/v1/policy", "manage", {}),
+    ("PUT", "/v1/policy", "manage", {"json": {}}),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 

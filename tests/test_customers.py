@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,10 @@ def test_categories_stores_and_the_home_store() -> None:
             facts(date(2026, 1, 19), store="south"),
         ]
     )
-    assert state.categories == {"bakery": [2, "2026-01-12"], "fuel": [1, "2026-01-05"]}
+    assert state.categories == {
+        "bakery": [2, "2026-01-12", "2026-01-05"],
+        "fuel": [1, "2026-01-05", "2026-01-05"],
+    }
     assert state.stores == {"north": 1, "south": 2}
     assert state.home_store == "south"
 
@@ -100,7 +104,8 @@ async def test_ingest_keeps_patterns_and_rebuild_gives_the_same(
     # e-1 and e-2 fall on two UTC days (Jan 6 04:30, Jan 5 23:00) but on one New York day.
     assert (card_1["visit_days"], card_1["purchases"], card_1["refunds"]) == (2, 3, 1)
     assert card_1["first_visit_on"] == date(2026, 1, 5)
-    assert card_1["categories"] == {"dinner": [1, "2026-01-05"]}
+    assert card_1["categories"] == {"dinner": [1, "2026-01-05", "2026-01-05"]}
+    assert card_1["first_visit_amount"] == Decimal("14")  # e-1 and e-2: one New York day
     assert live[-1]["visit_days"] == [
         ("card-1", date(2026, 1, 5)),
         ("card-1", date(2026, 1, 12)),

@@ -57,20 +57,20 @@ def record_visit_days(
 
 _STATE_COLUMNS = (
     "customer_id", "first_visit_on", "last_visit_on", "visit_days", "purchases", "refunds",
-    "purchase_amount", "refund_amount", "weekly", "categories", "stores", "home_store",
-    "updated_at",
+    "purchase_amount", "refund_amount", "first_visit_amount", "weekly", "categories", "stores",
+    "home_store", "segment", "segment_on", "next_check_at", "updated_at",
 )  # fmt: skip
 _PG_STATE_TYPES = (
-    "text", "date", "date", "int4", "int4", "int4", "int8", "int8", "text", "text", "text",
-    "text", "timestamptz",
+    "text", "date", "date", "int4", "int4", "int4", "int8", "int8", "int8", "text", "text",
+    "text", "text", "text", "date", "timestamptz", "timestamptz",
 )  # fmt: skip
 _SELECT_STATES = f"SELECT {', '.join(_STATE_COLUMNS[:-1])} FROM customers "  # noqa: S608
 # Like the event insert, these run once per group commit with rows ready for the driver:
 # SQLAlchemy's per-value processing of three JSON columns cost more than the events did.
 _PG_CREATE = (
     "INSERT INTO customers (customer_id, visit_days, purchases, refunds, purchase_amount, "
-    "refund_amount, weekly, categories, stores, updated_at) "
-    "SELECT c, 0, 0, 0, 0, 0, '{}', '{}', '{}', $2 FROM unnest($1::text[]) AS u(c) "
+    "refund_amount, first_visit_amount, weekly, categories, stores, updated_at) "
+    "SELECT c, 0, 0, 0, 0, 0, 0, '{}', '{}', '{}', $2 FROM unnest($1::text[]) AS u(c) "
     "ORDER BY c ON CONFLICT DO NOTHING"
 )
 _PG_UPDATE = (
@@ -128,6 +128,43 @@ def get_state(connection: Connection, customer_id: str) -> CustomerState | None:
     return None if row is None else _state(row)
 
 
+def claim_due(connection: Connection, now: datetime, limit: int) -> list[CustomerState]:
+    """Up to `limit` customers whose next check has come, most overdue first, locked.
+
+    On PostgreSQL rows another transaction holds (an ingest, another replica's sweep) are
+    skipped, not waited for; SQLite's single writer needs no claim.
+    """
+    if connection.dialect.name == "postgresql":
+        result = connection.exec_driver_sql(
+            _SELECT_STATES + "WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2 "
+            "FOR UPDATE SKIP LOCKED",
+            (now, limit),
+        )
+    else:
+        result = connection.exec_driver_sql(
+            _SELECT_STATES + "WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?",
+            (sqlite_timestamp(now), limit),
+        )
+    return [_state(row) for row in result]
+
+
+def save_next_checks(connection: Connection, states: Sequence[CustomerState]) -> None:
+    """Store only the next check of customers that were evaluated without a new event."""
+    if not states:
+        return
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(
+            "UPDATE customers SET next_check_at = u.at FROM unnest($1::text[], "
+            "$2::timestamptz[]) AS u(id, at) WHERE customers.customer_id = u.id",
+            ([s.customer_id for s in states], [s.next_check_at for s in states]),
+        )
+        return
+    connection.exec_driver_sql(
+        "UPDATE customers SET next_check_at = ? WHERE customer_id = ?",
+        [(sqlite_timestamp(s.next_check_at), s.customer_id) for s in states],
+    )
+
+
 def _lock_existing(connection: Connection, ids: list[str]) -> dict[str, CustomerState]:
     result = connection.exec_driver_sql(
         _SELECT_STATES + "WHERE customer_id = ANY($1::text[]) ORDER BY customer_id FOR UPDATE",
@@ -157,28 +194,46 @@ def _row(state: CustomerState, now: datetime) -> tuple[Any, ...]:
         state.refunds,
         state.purchase_amount,
         state.refund_amount,
+        state.first_visit_amount,
         orjson.dumps(state.weekly).decode(),
         orjson.dumps(state.categories).decode(),
         orjson.dumps(state.stores).decode(),
         state.home_store,
+        state.segment,
+        state.segment_on,
+        state.next_check_at,
         now,
     )
 
 
 def _sqlite(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    first, last, now = row[1], row[2], row[12]
+    first, last, segment_on = row[1], row[2], row[14]
     return (
         row[0],
         first and first.isoformat(),
         last and last.isoformat(),
-        *row[3:12],
-        now.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds"),
+        *row[3:14],
+        segment_on and segment_on.isoformat(),
+        sqlite_timestamp(row[15]),
+        sqlite_timestamp(row[16]),
     )
+
+
+def sqlite_timestamp(value: datetime | None) -> str | None:
+    """How SQLAlchemy's DateTime stores an aware UTC instant in SQLite (naive, in UTC)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _state(row: Any) -> CustomerState:
     def day(value: Any) -> date | None:
         return date.fromisoformat(value) if isinstance(value, str) else value
+
+    def instant(value: Any) -> datetime | None:
+        if isinstance(value, str):  # SQLite: naive UTC text
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return value  # type: ignore[no-any-return]
 
     def document(value: Any) -> Any:
         return orjson.loads(value) if isinstance(value, str | bytes) else value
@@ -192,10 +247,14 @@ def _state(row: Any) -> CustomerState:
         refunds=row[5],
         purchase_amount=int(row[6]),
         refund_amount=int(row[7]),
-        weekly=dict(document(row[8])),
-        categories=dict(document(row[9])),
-        stores=dict(document(row[10])),
-        home_store=row[11],
+        first_visit_amount=int(row[8]),
+        weekly=dict(document(row[9])),
+        categories=dict(document(row[10])),
+        stores=dict(document(row[11])),
+        home_store=row[12],
+        segment=row[13],
+        segment_on=day(row[14]),
+        next_check_at=instant(row[15]),
     )
 
 
@@ -213,6 +272,7 @@ def all_events(connection: Connection) -> Any:
         _events.c.amount,
         _events.c.store_id,
         _events.c["items"],
+        _events.c.attributes,
     ]
     return connection.execute(
         select(*columns).order_by(_events.c.id).execution_options(yield_per=5000)

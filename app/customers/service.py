@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection
 
 from app.customers import repository
 from app.customers.state import CustomerState, EventFacts
-from app.kit.db import Money
+from app.kit.db import Money, utcnow
+
+if TYPE_CHECKING:
+    from app.alerts.service import Evaluator
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,26 +30,44 @@ class StoredEvent:
     amount: int  # 1/10,000 of the currency unit
     store_id: str
     categories: frozenset[str]
+    segment: str | None = None
 
 
-def update_patterns(connection: Connection, events: Sequence[StoredEvent]) -> None:
-    """Fold newly stored events into their customers' patterns, in the same transaction.
+def update_patterns(
+    connection: Connection,
+    events: Sequence[StoredEvent],
+    evaluator: Evaluator | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Fold newly stored events into their customers' patterns, in the same transaction, and
+    let the evaluator re-score those customers and open or resolve their alerts.
 
     Callers pass only events that were inserted just now, never duplicates, so each event
     counts once; the work is one look-up and one write per customer, whatever the history.
+    Without an evaluator the customers are left due, for the sweeper to evaluate.
     """
     if not events:
         return
+    now = now or utcnow()
     new_visits = repository.record_visit_days(connection, _visits(events))
     by_customer = _facts(events, new_visits)
-    states = repository.lock_states(connection, list(by_customer))
-    repository.save_states(connection, (states[c].apply(facts) for c, facts in by_customer.items()))
+    locked = repository.lock_states(connection, list(by_customer))
+    states = [locked[c].apply(facts) for c, facts in by_customer.items()]
+    if evaluator is None:
+        for state in states:
+            state.next_check_at = now
+        repository.save_states(connection, states)
+        return
+    changes = evaluator.evaluate(connection, states, now)
+    repository.save_states(connection, states)
+    evaluator.write(connection, changes)
 
 
 def rebuild(connection: Connection) -> int:
     """Recompute every customer's pattern from the stored events; returns the customer count.
 
-    Holds every event's facts in memory: fine for millions of events, not for billions.
+    Every customer is left due, so the sweeper re-evaluates them all under the current
+    policy. Holds every event's facts in memory: fine for millions of events, not billions.
     """
     repository.clear(connection)
     events = [stored_event(row) for row in repository.all_events(connection)]
@@ -54,9 +75,11 @@ def rebuild(connection: Connection) -> int:
     by_customer = _facts(events, visits)
     repository.record_visit_days(connection, visits)
     repository.lock_states(connection, list(by_customer))
-    repository.save_states(
-        connection, (CustomerState(c).apply(facts) for c, facts in by_customer.items())
-    )
+    now = utcnow()
+    states = [CustomerState(c).apply(facts) for c, facts in by_customer.items()]
+    for state in states:
+        state.next_check_at = now
+    repository.save_states(connection, states)
     return len(by_customer)
 
 
@@ -77,7 +100,13 @@ def _facts(
             seen.add(visit)
         by_customer[event.customer_id].append(
             EventFacts(
-                event.kind, event.day, event.amount, event.store_id, event.categories, new_visit
+                event.kind,
+                event.day,
+                event.amount,
+                event.store_id,
+                event.categories,
+                new_visit,
+                event.segment,
             )
         )
     return by_customer
@@ -85,6 +114,9 @@ def _facts(
 
 def stored_event(row: Any) -> StoredEvent:
     items = row.items if not isinstance(row.items, str) else orjson.loads(row.items)
+    attributes = row.attributes
+    if isinstance(attributes, str):
+        attributes = orjson.loads(attributes)
     amount = row.amount
     return StoredEvent(
         customer_id=row.customer_id,
@@ -93,8 +125,15 @@ def stored_event(row: Any) -> StoredEvent:
         amount=int(amount * Money.SCALE) if isinstance(amount, Decimal) else int(amount),
         store_id=row.store_id,
         categories=categories_of(items),
+        segment=segment_of(attributes),
     )
 
 
 def categories_of(items: Iterable[dict[str, Any]] | None) -> frozenset[str]:
     return frozenset(item["category"] for item in items or ())
+
+
+def segment_of(attributes: dict[str, Any] | None) -> str | None:
+    """The customer's segment, when the POS sends one as `attributes.segment`."""
+    segment = (attributes or {}).get("segment")
+    return segment[:128] if isinstance(segment, str) and segment else None

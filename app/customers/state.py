@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 WEEKS_KEPT = 53  # the current week and the 52 before it
 _MONDAY = date(1970, 1, 5)
@@ -35,6 +35,7 @@ class EventFacts:
     store_id: str
     categories: frozenset[str]
     new_visit: bool  # the first purchase of this customer on this day
+    segment: str | None = None  # the segment the POS sent for the customer, if any
 
 
 @dataclass(slots=True)
@@ -47,10 +48,19 @@ class CustomerState:
     refunds: int = 0
     purchase_amount: int = 0
     refund_amount: int = 0
+    # Purchases on the first visit day: what the spend model leaves out (its mean is over
+    # repeat visits only, as the first one says nothing about loyalty).
+    first_visit_amount: int = 0
     weekly: dict[str, list[int]] = field(default_factory=dict)
     categories: dict[str, list[int | str]] = field(default_factory=dict)
     stores: dict[str, int] = field(default_factory=dict)
     home_store: str | None = None
+    # The segment on the latest day one was sent (ties: the greatest name), and that day.
+    segment: str | None = None
+    segment_on: date | None = None
+    # When the rules must look at this customer again if no event comes: set by the
+    # evaluation, not by the events, so it takes no part in comparing patterns.
+    next_check_at: datetime | None = field(default=None, compare=False)
 
     def apply(self, events: Iterable[EventFacts]) -> CustomerState:
         for event in events:
@@ -68,11 +78,22 @@ class CustomerState:
         self.purchases += 1
         self.purchase_amount += event.amount
         self.stores[event.store_id] = self.stores.get(event.store_id, 0) + 1
+        if self.first_visit_on is None or event.day < self.first_visit_on:
+            self.first_visit_amount = event.amount  # an earlier first visit replaces it
+        elif event.day == self.first_visit_on:
+            self.first_visit_amount += event.amount
+        if event.segment is not None and (
+            self.segment_on is None
+            or (self.segment_on, self.segment or "") < (event.day, event.segment)
+        ):
+            self.segment, self.segment_on = event.segment, event.day
         day = event.day.isoformat()
         for category in event.categories:
-            tally = self.categories.setdefault(category, [0, day])
+            # [purchases, last day bought, first day bought]
+            tally = self.categories.setdefault(category, [0, day, day])
             tally[0] = int(tally[0]) + 1
             tally[1] = max(str(tally[1]), day)
+            tally[2] = min(str(tally[2]), day)
         bucket = self.weekly.setdefault(str(week_index(event.day)), [0, 0])
         bucket[1] += event.amount
         if event.new_visit:

@@ -12,18 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection
 
-from app.customers.service import StoredEvent, update_patterns
+from app.customers.service import StoredEvent, segment_of, update_patterns
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
 from app.ingestion.schemas import ItemStatus, PurchaseEventIn
 from app.kit.db import Money
 from app.kit.errors import json_pointer
+
+if TYPE_CHECKING:
+    from app.alerts.service import Evaluator
 
 EVENT_ADAPTER: TypeAdapter[PurchaseEventIn] = TypeAdapter(PurchaseEventIn)
 # Validating the whole body in one call avoids building Python dicts first; it is the fast
@@ -253,8 +256,14 @@ def plan_store(
     return StorePlan(candidates, firsts, rows, repeats)
 
 
-def apply_plan(connection: Connection, plan: StorePlan) -> None:
-    """The database half of storing: insert what is new and decide every status."""
+def apply_plan(
+    connection: Connection,
+    plan: StorePlan,
+    evaluator: Evaluator | None = None,
+    now: datetime | None = None,
+) -> None:
+    """The database half of storing: insert what is new, decide every status, and bring the
+    customers' patterns (and, with an evaluator, their alerts) up to date."""
     inserted, stored = repository.insert_new_events(connection, plan.rows)
     for event_id, first in plan.firsts.items():
         if event_id in inserted:
@@ -279,6 +288,8 @@ def apply_plan(connection: Connection, plan: StorePlan) -> None:
     update_patterns(
         connection,
         [_stored(plan.rows[event_id], plan.firsts[event_id]) for event_id in sorted(inserted)],
+        evaluator,
+        now,
     )
 
 
@@ -291,6 +302,7 @@ def _stored(row: EventRow, candidate: Candidate) -> StoredEvent:
         amount=row.amount,
         store_id=row.store_id,
         categories=frozenset(item.category for item in candidate.event.items or ()),
+        segment=segment_of(candidate.event.attributes),
     )
 
 

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 from starlette.responses import Response
 
+from app.alerts.service import Evaluator
 from app.ingestion import idempotency, service
 from app.ingestion.service import Candidate
 from app.kit.db import TransactionRunner, utcnow
@@ -56,8 +57,12 @@ class EventWriter:
         workers: int = 1,
         max_group_events: int = 5000,
         max_pending_events: int = 100_000,
+        evaluator: Evaluator | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._transactions = transactions
+        self._evaluator = evaluator
+        self._clock = clock
         self._max_future_skew = max_future_skew
         self._idempotency_ttl = idempotency_ttl
         self._workers = workers
@@ -188,7 +193,7 @@ class EventWriter:
             )
             if claim.replay is not None:
                 return [claim.replay]
-        service.apply_plan(connection, plan)
+        service.apply_plan(connection, plan, self._evaluator, self._clock())
         answers: list[Response | Exception] = []
         for submission in group:
             try:

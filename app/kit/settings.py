@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -51,6 +52,12 @@ class Settings(BaseSettings):
     idempotency_key_ttl: timedelta = timedelta(hours=24)
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: timedelta = timedelta(hours=6)
+    # How often the sweeper re-evaluates customers whose next check has come (a customer who
+    # stops coming sends no events); 0 turns it off. Alerts for silence open within this.
+    sweep_interval: timedelta = timedelta(seconds=60)
+    sweep_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # A JSON policy stored as a new version at start when it differs from the current one.
+    policy_file: Path | None = None
     # How often expired idempotency records are purged; 0 turns the loop off.
     housekeeping_interval: timedelta = timedelta(minutes=10)
     # How long a verified API key is trusted before it is looked up again: the longest a

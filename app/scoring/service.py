@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from datetime import date, timedelta
+from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from app.customers.state import CustomerState
 from app.kit.db import Money, TransactionRunner, utcnow
 from app.models import Customer, ModelFit
 from app.scoring import btyd
+from app.scoring import spend as spend_model
+from app.scoring.btyd import FloatArray
+from app.scoring.spend import GammaGammaParams
 
 # Fewer customers than this with a first visit cannot pin down four parameters.
 MIN_CUSTOMERS_TO_FIT = 200
+# Repeat customers with spend needed to fit Gamma-Gamma's three parameters.
+MIN_CUSTOMERS_TO_FIT_SPEND = 100
 # Used until the first fit: BG/NBD's published CDNOW estimates (Fader, Hardie & Lee 2005),
 # converted from weeks to days. A retailer's own fit replaces them as soon as it can.
 PRIOR = btyd.BgNbdParams(r=0.243, alpha=4.414 * 7, a=0.793, b=2.426)
@@ -29,6 +36,18 @@ class PopulationModel:
     fitted_at: str | None = None
     customers: int | None = None
     log_likelihood: float | None = None
+    fit_id: int = 0  # 0 for the prior
+    # None until enough repeat customers with spend: each customer's own mean is used then.
+    spend: GammaGammaParams | None = None
+    spend_customers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSettings:
+    """How value at risk is computed: expected purchases over `horizon_days`, discounted."""
+
+    horizon_days: int = 365
+    annual_discount_rate: float = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,23 +57,25 @@ class Scores:
     expected_purchases: float
     expected_gap_days: float | None
     days_since_last_visit: int
+    expected_spend_per_visit: float
     value_at_risk: float
 
 
 async def refit(transactions: TransactionRunner, as_of: date) -> ModelFit | None:
-    """Fit BG/NBD on every customer with a visit; None when there are too few to fit.
+    """Fit BG/NBD on every customer with a visit (and Gamma-Gamma on the repeat customers'
+    spend); None when there are too few to fit.
 
-    The histories are read, the model is fitted in a worker thread (seconds for large
+    The histories are read, the models are fitted in a worker thread (seconds for large
     populations), and only the result is written: ingestion never waits for a fit.
     """
     histories = await transactions.read(lambda connection: _histories(connection, as_of))
     if len(histories) < MIN_CUSTOMERS_TO_FIT:
         return None
-    x = np.array([visits - 1 for _, _, visits in histories], dtype=np.float64)
-    t_x = np.array([(last - first).days for first, last, _ in histories], dtype=np.float64)
-    T = np.array([(as_of - first).days for first, _, _ in histories], dtype=np.float64)
+    x = np.array([h.visits - 1 for h in histories], dtype=np.float64)
+    t_x = np.array([(h.last - h.first).days for h in histories], dtype=np.float64)
+    T = np.array([(as_of - h.first).days for h in histories], dtype=np.float64)
     fit = await asyncio.to_thread(btyd.fit_bg_nbd, x, t_x, T, initial=PRIOR)
-    values = {
+    values: dict[str, object] = {
         "model": "bg_nbd",
         "r": fit.params.r,
         "alpha": fit.params.alpha,
@@ -66,58 +87,239 @@ async def refit(transactions: TransactionRunner, as_of: date) -> ModelFit | None
         "as_of": as_of,
         "fitted_at": utcnow(),
     }
+    # Spend is fitted only on customers whose whole history is before as_of (their sums are
+    # not split by day), which for a live refit is every customer.
+    zbar = np.array([h.mean_repeat_spend for h in histories], dtype=np.float64)
+    usable = (x > 0) & (zbar > 0) & np.array([h.complete for h in histories])
+    if int(usable.sum()) >= MIN_CUSTOMERS_TO_FIT_SPEND:
+        spend = await asyncio.to_thread(spend_model.fit_gamma_gamma, x[usable], zbar[usable])
+        if spend.params.q > 1:  # otherwise the mean spend is unbounded: keep per-customer means
+            values |= {
+                "spend_p": spend.params.p,
+                "spend_q": spend.params.q,
+                "spend_gamma": spend.params.gamma,
+                "spend_customers": spend.customers,
+            }
     await transactions.run(lambda connection: connection.execute(insert(ModelFit), values))
     return ModelFit(**values)
 
 
-def _histories(connection: Connection, as_of: date) -> list[tuple[date, date, int]]:
-    """(first visit, last visit up to as_of, visit days) of customers seen by as_of."""
-    query = select(Customer.first_visit_on, Customer.last_visit_on, Customer.visit_days).where(
-        Customer.first_visit_on.is_not(None), Customer.first_visit_on <= as_of
-    )
+@dataclass(frozen=True, slots=True)
+class _History:
+    first: date
+    last: date
+    visits: int
+    mean_repeat_spend: float
+    complete: bool  # no visit after as_of
+
+
+def _histories(connection: Connection, as_of: date) -> list[_History]:
+    """The customers seen by as_of, their visits capped at as_of."""
+    query = select(
+        Customer.first_visit_on,
+        Customer.last_visit_on,
+        Customer.visit_days,
+        Customer.purchase_amount,
+        Customer.first_visit_amount,
+        Customer.refund_amount,
+    ).where(Customer.first_visit_on.is_not(None), Customer.first_visit_on <= as_of)
     return [
-        (first, min(last, as_of), visits)
-        for first, last, visits in connection.execute(query)
+        _History(
+            first,
+            min(last, as_of),
+            visits,
+            _mean_repeat_spend(
+                int(bought * Money.SCALE),
+                int(first_day * Money.SCALE),
+                int(refunded * Money.SCALE),
+                visits,
+            ),
+            last <= as_of,
+        )
+        for first, last, visits, bought, first_day, refunded in connection.execute(query)
         if first is not None and last is not None
     ]
 
 
+def _mean_repeat_spend(bought: int, first_day: int, refunded: int, visits: int) -> float:
+    """Net spend per repeat visit, in currency units (refunds count against repeat spend)."""
+    if visits < 2:
+        return 0.0
+    return max(bought - first_day - refunded, 0) / Money.SCALE / (visits - 1)
+
+
 def current_model(connection: Connection) -> PopulationModel:
-    latest = connection.execute(
-        select(ModelFit).order_by(ModelFit.fitted_at.desc(), ModelFit.id.desc()).limit(1)
-    ).first()
-    if latest is None:
-        return PopulationModel(PRIOR, "prior")
-    fit = latest[0] if isinstance(latest[0], ModelFit) else latest
+    # On a Connection the select gives a row of columns (named like the model's attributes).
+    latest = connection.execute(select(ModelFit).order_by(ModelFit.id.desc()).limit(1)).first()
+    return PRIOR_MODEL if latest is None else _model(latest)
+
+
+def latest_fit_id(connection: Connection) -> int:
+    return int(connection.execute(select(func.coalesce(func.max(ModelFit.id), 0))).scalar_one())
+
+
+def _model(fit: Any) -> PopulationModel:
+    spend = None
+    if fit.spend_p is not None and fit.spend_q is not None and fit.spend_gamma is not None:
+        spend = GammaGammaParams(fit.spend_p, fit.spend_q, fit.spend_gamma)
     return PopulationModel(
         btyd.BgNbdParams(fit.r, fit.alpha, fit.a, fit.b),
         "fit",
         fitted_at=fit.fitted_at.isoformat(),
         customers=fit.customers,
         log_likelihood=fit.log_likelihood,
+        fit_id=fit.id,
+        spend=spend,
+        spend_customers=fit.spend_customers,
     )
+
+
+PRIOR_MODEL = PopulationModel(PRIOR, "prior")
 
 
 def score(
-    state: CustomerState, params: btyd.BgNbdParams, as_of: date, horizon_days: int
+    state: CustomerState,
+    params: btyd.BgNbdParams,
+    as_of: date,
+    horizon_days: int,
+    *,
+    spend: GammaGammaParams | None = None,
+    value: ValueSettings = ValueSettings(),
 ) -> Scores | None:
-    """The customer's scores as of a day; None before their first visit."""
-    first, last = state.first_visit_on, state.last_visit_on
-    if first is None or last is None or as_of < first:
-        return None
-    last = min(last, as_of)  # visits after as_of are unknown as of then
-    x, t_x, T = [max(state.visit_days - 1, 0)], [(last - first).days], [(as_of - first).days]
-    expected = float(btyd.expected_purchases(params, x, t_x, T, horizon_days)[0])
-    visits = max(state.visit_days, 1)
-    net_per_visit = (state.purchase_amount - state.refund_amount) / Money.SCALE / visits
-    return Scores(
-        p_alive=float(btyd.p_alive(params, x, t_x, T)[0]),
-        p_no_purchase_within=float(btyd.p_no_purchase_within(params, x, t_x, T, horizon_days)[0]),
-        expected_purchases=expected,
-        # Mean of the purchase rate's posterior given alive: Gamma(r + x, alpha + T).
-        expected_gap_days=float((params.alpha + T[0]) / (params.r + x[0])),
-        days_since_last_visit=(as_of - last).days,
-        # Interim value at risk: the customer's average net spend per visit times the visits
-        # expected over the horizon (a Gamma-Gamma spend model will refine the first factor).
-        value_at_risk=round(max(net_per_visit, 0.0) * expected, 2),
+    """One customer's scores as of a day; None before their first visit."""
+    return score_many([state], params, as_of, horizon_days, spend=spend, value=value)[0]
+
+
+def score_many(
+    states: Sequence[CustomerState],
+    params: btyd.BgNbdParams,
+    as_of: date,
+    horizon_days: int,
+    *,
+    spend: GammaGammaParams | None = None,
+    value: ValueSettings = ValueSettings(),
+) -> list[Scores | None]:
+    """Every customer's scores as of a day, in one vectorised pass (None before a first visit).
+
+    Value at risk is the expected future value: expected spend per visit (Gamma-Gamma, or
+    the customer's own mean before a spend fit exists) times the expected visits over
+    `value.horizon_days`, each month's visits discounted at `value.annual_discount_rate`.
+    """
+    scored = [i for i, s in enumerate(states) if _seen(s, as_of)]
+    results: list[Scores | None] = [None] * len(states)
+    if not scored:
+        return results
+    view = _Arrays.of([states[i] for i in scored], as_of)
+    p_alive = btyd.p_alive(params, view.x, view.t_x, view.T)
+    quiet = btyd.p_no_purchase_within(params, view.x, view.t_x, view.T, horizon_days)
+    expected = btyd.expected_purchases(params, view.x, view.t_x, view.T, horizon_days)
+    per_visit = (
+        view.mean_net_spend
+        if spend is None
+        else spend_model.expected_spend_per_visit(spend, view.x, view.mean_repeat_spend)
     )
+    future = _discounted_purchases(params, view, value) * per_visit
+    # Mean of the purchase rate's posterior given alive, Gamma(r + x, alpha + T), inverted.
+    gap = (params.alpha + view.T) / (params.r + view.x)
+    for k, i in enumerate(scored):
+        results[i] = Scores(
+            p_alive=float(p_alive[k]),
+            p_no_purchase_within=float(quiet[k]),
+            expected_purchases=float(expected[k]),
+            expected_gap_days=float(gap[k]),
+            days_since_last_visit=int(view.T[k] - view.t_x[k]),
+            expected_spend_per_visit=round(float(per_visit[k]), 2),
+            value_at_risk=round(float(future[k]), 2),
+        )
+    return results
+
+
+def quiet_until(
+    states: Sequence[CustomerState],
+    params: btyd.BgNbdParams,
+    as_of: date,
+    horizon_days: int,
+    threshold: float,
+    *,
+    within_days: int = 730,
+) -> list[date | None]:
+    """For each customer, the first day after as_of on which P(no purchase within horizon)
+    reaches `threshold` if no purchase comes (the score only grows with silence), or None
+    when it does not within `within_days`. A bisection over days, vectorised over customers.
+    """
+    results: list[date | None] = [None] * len(states)
+    scored = [i for i, s in enumerate(states) if _seen(s, as_of)]
+    if not scored:
+        return results
+    view = _Arrays.of([states[i] for i in scored], as_of)
+    lo = np.zeros(len(scored))  # below threshold at as_of + lo (or lo == 0)
+    hi = np.full(len(scored), float(within_days))
+    for _ in range(int(np.ceil(np.log2(within_days))) + 1):
+        mid = np.floor((lo + hi) / 2)
+        crossed = (
+            btyd.p_no_purchase_within(params, view.x, view.t_x, view.T + mid, horizon_days)
+            >= threshold
+        )
+        hi = np.where(crossed, mid, hi)
+        lo = np.where(crossed, lo, mid)
+    reached = (
+        btyd.p_no_purchase_within(params, view.x, view.t_x, view.T + hi, horizon_days) >= threshold
+    )
+    for k, i in enumerate(scored):
+        if reached[k]:
+            results[i] = as_of + timedelta(days=max(int(hi[k]), 1))
+    return results
+
+
+def _seen(state: CustomerState, as_of: date) -> bool:
+    return state.first_visit_on is not None and state.first_visit_on <= as_of
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrays:
+    x: FloatArray
+    t_x: FloatArray
+    T: FloatArray
+    mean_net_spend: FloatArray
+    mean_repeat_spend: FloatArray
+
+    @classmethod
+    def of(cls, states: Sequence[CustomerState], as_of: date) -> _Arrays:
+        rows = []
+        for state in states:
+            assert state.first_visit_on is not None
+            assert state.last_visit_on is not None
+            last = min(state.last_visit_on, as_of)  # visits after as_of are unknown then
+            visits = max(state.visit_days, 1)
+            net = state.purchase_amount - state.refund_amount
+            rows.append(
+                (
+                    visits - 1,
+                    (last - state.first_visit_on).days,
+                    (as_of - state.first_visit_on).days,
+                    max(net, 0) / Money.SCALE / visits,
+                    _mean_repeat_spend(
+                        state.purchase_amount,
+                        state.first_visit_amount,
+                        state.refund_amount,
+                        visits,
+                    ),
+                )
+            )
+        columns = np.array(rows, dtype=np.float64).T
+        return cls(*columns)
+
+
+def _discounted_purchases(
+    params: btyd.BgNbdParams, view: _Arrays, value: ValueSettings
+) -> FloatArray:
+    """Expected purchases over the value horizon, month by month, each month discounted."""
+    steps = np.linspace(0.0, value.horizon_days, max(value.horizon_days // 30, 1) + 1)
+    total = np.zeros_like(view.x)
+    previous = np.zeros_like(view.x)
+    for start, end in itertools.pairwise(steps):
+        cumulative = btyd.expected_purchases(params, view.x, view.t_x, view.T, end)
+        discount = (1.0 + value.annual_discount_rate) ** (-((start + end) / 2) / 365.0)
+        total += (cumulative - previous) * discount
+        previous = cumulative
+    return total

@@ -1,0 +1,323 @@
+"""The policy's rules applied to one customer's pattern and scores: pure functions, no I/O.
+
+Each rule answers whether it fires now, with the numbers behind the answer (the evidence an
+alert carries), and on which day its answer could change if no new event comes: the
+evaluation stores the earliest such day as the customer's next check, so the sweeper looks
+at a customer exactly when something can have happened, and at nobody else.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from scipy.stats import binom
+
+from app.customers.state import CustomerState, week_index, week_start
+from app.kit.db import Money
+from app.policy.schemas import (
+    CategoryLapse,
+    FrequencyDrop,
+    Inactivity,
+    PolicyBody,
+    Rule,
+    Severity,
+    SpendDrop,
+)
+from app.scoring.service import Scores
+
+# An open alert's numbers are refreshed at least this often, even if nothing else is due.
+REFRESH_OPEN_ALERTS = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    firing: bool
+    score: float  # how far the rule is crossed: 0 (not at all) to 1
+    evidence: dict[str, Any]
+    changes_on: date | None = None  # when the answer can change without new events
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What the policy says about one customer at one moment."""
+
+    eligible: bool  # loyal, not excluded, worth enough: may raise alerts
+    excluded: bool
+    severity: Severity
+    verdicts: dict[Rule, Verdict] = field(default_factory=dict)  # enabled rules only
+    next_check_at: datetime | None = None
+
+
+def evaluate(
+    state: CustomerState,
+    scores: Scores | None,
+    policy: PolicyBody,
+    now: datetime,
+    *,
+    inactivity_crossing: date | None,
+    has_open_alerts: bool,
+) -> Evaluation:
+    """Apply every enabled rule. `inactivity_crossing` is the day the defection score would
+    reach the inactivity threshold with no purchase (from `scoring.quiet_until`)."""
+    as_of = now.date()
+    excluded = _excluded(state, policy)
+    value = scores.value_at_risk if scores else 0.0
+    evaluation = Evaluation(eligible=False, excluded=excluded, severity=severity_of(value, policy))
+    if scores is None or state.first_visit_on is None or state.last_visit_on is None:
+        return evaluation
+    rules = policy.rules
+    checks: list[date | None] = []
+    if rules.inactivity.enabled:
+        verdict = _inactivity(state, scores, rules.inactivity, policy, as_of, inactivity_crossing)
+        evaluation.verdicts["inactivity"] = verdict
+    if rules.frequency_drop.enabled:
+        evaluation.verdicts["frequency_drop"] = _frequency_drop(state, rules.frequency_drop, as_of)
+    if rules.spend_drop.enabled:
+        evaluation.verdicts["spend_drop"] = _spend_drop(state, rules.spend_drop, as_of)
+    if rules.category_lapse.enabled:
+        evaluation.verdicts["category_lapse"] = _category_lapse(state, rules.category_lapse, as_of)
+    loyal, loyal_from = _loyalty(state, policy, as_of)
+    evaluation.eligible = loyal and not excluded and value >= policy.min_value_at_risk
+    if loyal or loyal_from is not None or has_open_alerts:
+        # Customers short of the loyalty visits cannot raise alerts until they visit again:
+        # nothing to check for them in the meantime.
+        checks.extend(verdict.changes_on for verdict in evaluation.verdicts.values())
+        checks.append(loyal_from)
+    evaluation.next_check_at = _next_check(state.customer_id, checks, now, has_open_alerts)
+    return evaluation
+
+
+def severity_of(value_at_risk: float, policy: PolicyBody) -> Severity:
+    if value_at_risk >= policy.severity.high_value_at_risk:
+        return "high"
+    if value_at_risk >= policy.severity.medium_value_at_risk:
+        return "medium"
+    return "low"
+
+
+def _excluded(state: CustomerState, policy: PolicyBody) -> bool:
+    rules = policy.exclusions
+    return (
+        state.customer_id in rules.customers
+        or (state.home_store is not None and state.home_store in rules.stores)
+        or (state.segment is not None and state.segment in rules.segments)
+    )
+
+
+def _loyalty(state: CustomerState, policy: PolicyBody, as_of: date) -> tuple[bool, date | None]:
+    """Whether the customer counts as loyal, and else the day tenure alone would make them."""
+    assert state.first_visit_on is not None
+    if state.visit_days < policy.loyalty.min_visits:
+        return False, None  # only a visit can change this
+    tenure_from = state.first_visit_on + timedelta(days=policy.loyalty.min_tenure_days)
+    return as_of >= tenure_from, None if as_of >= tenure_from else tenure_from
+
+
+def mean_gap_days(state: CustomerState) -> float | None:
+    """The customer's own mean number of days between visits."""
+    if state.visit_days < 2 or state.first_visit_on is None or state.last_visit_on is None:
+        return None
+    return (state.last_visit_on - state.first_visit_on).days / (state.visit_days - 1)
+
+
+def _inactivity(
+    state: CustomerState,
+    scores: Scores,
+    rule: Inactivity,
+    policy: PolicyBody,
+    as_of: date,
+    crossing: date | None,
+) -> Verdict:
+    assert state.last_visit_on is not None
+    silent = max((as_of - state.last_visit_on).days, 0)
+    gap = mean_gap_days(state)
+    by_score = rule.score_threshold is not None and (
+        scores.p_no_purchase_within >= rule.score_threshold
+    )
+    gap_limit = None
+    if rule.gap_multiple is not None and gap is not None and gap > 0:
+        gap_limit = max(rule.min_days, math.ceil(rule.gap_multiple * gap))
+    by_gap = gap_limit is not None and silent >= gap_limit
+    firing = silent >= rule.min_days and (by_score or by_gap)
+    changes: list[date | None] = []
+    if not firing:
+        earliest = state.last_visit_on + timedelta(days=rule.min_days)
+        if gap_limit is not None:
+            changes.append(state.last_visit_on + timedelta(days=gap_limit))
+        if rule.score_threshold is not None and crossing is not None:
+            changes.append(max(crossing, earliest))
+    expected_next = None if gap is None else state.last_visit_on + timedelta(days=round(gap))
+    evidence = {
+        "last_visit_on": state.last_visit_on.isoformat(),
+        "days_since_last_visit": silent,
+        "mean_gap_days": None if gap is None else round(gap, 1),
+        "expected_next_visit_on": expected_next and expected_next.isoformat(),
+        "p_no_purchase_within": round(scores.p_no_purchase_within, 4),
+        "horizon_days": policy.horizon_days,
+        "p_alive": round(scores.p_alive, 4),
+        "score_threshold": rule.score_threshold,
+        "gap_limit_days": gap_limit,
+        "triggered_by": [name for name, hit in (("score", by_score), ("gap", by_gap)) if hit],
+    }
+    return Verdict(firing, scores.p_no_purchase_within, evidence, _earliest(changes, as_of))
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """Visits and net spend in the recent and baseline windows of complete weeks."""
+
+    recent: int
+    recent_amount: int
+    baseline: int
+    baseline_amount: int
+    baseline_weeks: int  # the baseline's weeks since the first visit
+    changes_on: date | None
+
+
+def _windows(
+    state: CustomerState, rule: FrequencyDrop | SpendDrop, as_of: date
+) -> _Totals | Verdict:
+    """The window totals, or a quiet verdict while under half the baseline is known."""
+    assert state.first_visit_on is not None
+    first_week = week_index(state.first_visit_on)
+    current = week_index(as_of)
+    recent_from = current - rule.recent_weeks
+    baseline_from = max(recent_from - rule.baseline_weeks, first_week)
+    known_weeks = recent_from - baseline_from
+    if known_weeks * 2 < rule.baseline_weeks:
+        known_on = week_start(first_week + rule.recent_weeks + math.ceil(rule.baseline_weeks / 2))
+        return Verdict(False, 0.0, {"reason": "not enough baseline yet"}, known_on)
+    recent, baseline = [0, 0], [0, 0]
+    in_windows = False
+    for week, (visits, amount) in state.weekly.items():
+        index = int(week)
+        in_windows = in_windows or (index >= recent_from - rule.baseline_weeks and visits > 0)
+        if recent_from <= index < current:
+            recent[0] += visits
+            recent[1] += amount
+        elif baseline_from <= index < recent_from:
+            baseline[0] += visits
+            baseline[1] += amount
+    # The answer can change each Monday while a week with visits is inside the windows; once
+    # they have slid past the last visit, only a new visit can change it.
+    changes_on = week_start(current + 1) if in_windows else None
+    return _Totals(recent[0], recent[1], baseline[0], baseline[1], known_weeks, changes_on)
+
+
+def _frequency_drop(state: CustomerState, rule: FrequencyDrop, as_of: date) -> Verdict:
+    totals = _windows(state, rule, as_of)
+    if isinstance(totals, Verdict):
+        return totals
+    recent, baseline, baseline_weeks = totals.recent, totals.baseline, totals.baseline_weeks
+    recent_rate = recent / rule.recent_weeks
+    baseline_rate = baseline / baseline_weeks
+    ratio = recent_rate / baseline_rate if baseline_rate > 0 else 1.0
+    # Conditional test of two Poisson rates: given all the visits, the recent window's share
+    # is Binomial(n, recent / (recent + baseline weeks)) if the rate did not change.
+    share = rule.recent_weeks / (rule.recent_weeks + baseline_weeks)
+    p_value = float(binom.cdf(recent, recent + baseline, share)) if baseline else 1.0
+    # Complete silence is the inactivity rule's to report, not a drop in frequency.
+    firing = recent > 0 and ratio <= rule.max_ratio and p_value <= rule.max_p_value
+    evidence = {
+        "recent_weeks": rule.recent_weeks,
+        "baseline_weeks": baseline_weeks,
+        "recent_visits": recent,
+        "baseline_visits": baseline,
+        "recent_visits_per_week": round(recent_rate, 3),
+        "baseline_visits_per_week": round(baseline_rate, 3),
+        "ratio": round(ratio, 3),
+        "p_value": round(p_value, 6),
+    }
+    return Verdict(firing, max(0.0, 1.0 - ratio), evidence, totals.changes_on)
+
+
+def _spend_drop(state: CustomerState, rule: SpendDrop, as_of: date) -> Verdict:
+    totals = _windows(state, rule, as_of)
+    if isinstance(totals, Verdict):
+        return totals
+    recent, baseline, baseline_weeks = totals.recent, totals.baseline, totals.baseline_weeks
+    recent_per_visit = totals.recent_amount / Money.SCALE / recent if recent else 0.0
+    baseline_per_visit = totals.baseline_amount / Money.SCALE / baseline if baseline else 0.0
+    enough = recent >= rule.min_recent_visits and baseline >= rule.min_baseline_visits
+    ratio = recent_per_visit / baseline_per_visit if baseline_per_visit > 0 else 1.0
+    firing = enough and ratio <= rule.max_ratio
+    evidence = {
+        "recent_weeks": rule.recent_weeks,
+        "baseline_weeks": baseline_weeks,
+        "recent_visits": recent,
+        "baseline_visits": baseline,
+        "recent_spend_per_visit": round(recent_per_visit, 2),
+        "baseline_spend_per_visit": round(baseline_per_visit, 2),
+        "ratio": round(ratio, 3),
+    }
+    return Verdict(firing, max(0.0, min(1.0, 1.0 - ratio)), evidence, totals.changes_on)
+
+
+def _category_lapse(state: CustomerState, rule: CategoryLapse, as_of: date) -> Verdict:
+    lapsed: list[dict[str, Any]] = []
+    habitual = 0
+    changes: list[date | None] = []
+    for category, tally in sorted(state.categories.items()):
+        if len(tally) < 3 or int(tally[0]) < rule.min_purchases:
+            continue  # not a habit (or a tally from before first days were kept)
+        count, last, first = (
+            int(tally[0]),
+            date.fromisoformat(str(tally[1])),
+            date.fromisoformat(str(tally[2])),
+        )
+        gap = (last - first).days / (count - 1)
+        if gap <= 0:
+            continue
+        habitual += 1
+        limit = max(rule.min_days, math.ceil(rule.gap_multiple * gap))
+        silent = (as_of - last).days
+        if silent < limit:
+            changes.append(last + timedelta(days=limit))
+            continue
+        since = sum(
+            visits for week, (visits, _) in state.weekly.items() if int(week) > week_index(last)
+        )
+        if since >= rule.min_visits_since:
+            lapsed.append(
+                {
+                    "category": category,
+                    "purchases": count,
+                    "last_bought_on": last.isoformat(),
+                    "mean_gap_days": round(gap, 1),
+                    "days_since": silent,
+                    "visits_since": since,
+                }
+            )
+    score = len(lapsed) / habitual if habitual else 0.0
+    evidence = {"lapsed": lapsed, "habitual_categories": habitual}
+    return Verdict(bool(lapsed), score, evidence, _earliest(changes, as_of))
+
+
+def _earliest(days: list[date | None], as_of: date) -> date | None:
+    future = [day for day in days if day is not None]
+    return max(min(future), as_of + timedelta(days=1)) if future else None
+
+
+def _next_check(
+    customer_id: str, days: list[date | None], now: datetime, has_open_alerts: bool
+) -> datetime | None:
+    """The earliest day something can change, spread over that day's hours by customer so
+    that a week's boundary does not make every customer due in the same second."""
+    candidates = [day for day in days if day is not None]
+    moments = [
+        datetime.combine(day, time(), UTC) + timedelta(hours=_spread(customer_id))
+        for day in candidates
+    ]
+    if has_open_alerts:
+        moments.append(now + REFRESH_OPEN_ALERTS)
+    if not moments:
+        return None
+    return max(min(moments), now + timedelta(minutes=1))
+
+
+def _spread(customer_id: str) -> float:
+    return (zlib.crc32(customer_id.encode()) % 1440) / 60

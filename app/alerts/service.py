@@ -1,0 +1,230 @@
+"""Evaluating customers against the policy, and opening, updating and resolving their alerts.
+
+Runs inside the transaction that changed the customers (an ingest group commit, or a sweep
+batch), so an alert never disagrees with the pattern it was computed from, and every alert
+change is recorded in the change feed by the same commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import Connection, text
+
+from app.alerts import repository, rules
+from app.alerts.repository import AlertRow
+from app.customers import repository as customers
+from app.customers.state import CustomerState
+from app.kit.db import TransactionRunner
+from app.policy import service as policies
+from app.policy.schemas import RULES, Rule
+from app.scoring import service as scoring
+
+logger = logging.getLogger("radar.alerts")
+
+# Why an alert was resolved without anyone working it.
+CUSTOMER_RETURNED = "customer_returned"  # they visited again and the rule no longer holds
+CONDITION_CLEARED = "condition_cleared"  # the rule no longer holds (windows moved, new model)
+POLICY_CHANGED = "policy_changed"  # the rule was disabled or the customer excluded
+
+_VERSIONS = text(
+    "SELECT (SELECT coalesce(max(version), 0) FROM policies), "
+    "(SELECT coalesce(max(id), 0) FROM model_fits)"
+)
+
+
+@dataclass(slots=True)
+class AlertChanges:
+    """What one evaluation decided, written after the customers' rows."""
+
+    opened: list[dict[str, object]] = field(default_factory=list)
+    changed: list[tuple[str | None, AlertRow]] = field(default_factory=list)  # (event, alert)
+
+    def __bool__(self) -> bool:
+        return bool(self.opened or self.changed)
+
+
+class Evaluator:
+    """Applies the current policy and population model; both are re-read only when a newer
+    version exists (one small query per transaction), so every replica follows a PUT at once.
+    """
+
+    def __init__(self) -> None:
+        self._policy = policies.DEFAULT_POLICY
+        self._model = scoring.PRIOR_MODEL
+
+    def context(
+        self, connection: Connection
+    ) -> tuple[policies.CurrentPolicy, scoring.PopulationModel]:
+        policy_version, fit_id = connection.execute(_VERSIONS).one()
+        if policy_version != self._policy.version:
+            self._policy = policies.current(connection)
+        if fit_id != self._model.fit_id:
+            self._model = scoring.current_model(connection)
+        return self._policy, self._model
+
+    def evaluate(
+        self, connection: Connection, states: Sequence[CustomerState], now: datetime
+    ) -> AlertChanges:
+        """Decide every customer's alerts and set their `next_check_at`; write nothing yet."""
+        changes = AlertChanges()
+        if not states:
+            return changes
+        current, model = self.context(connection)
+        policy = current.body
+        as_of = now.date()
+        scores = scoring.score_many(
+            states,
+            model.params,
+            as_of,
+            policy.horizon_days,
+            spend=model.spend,
+            value=scoring.ValueSettings(
+                policy.value.horizon_days, policy.value.annual_discount_rate
+            ),
+        )
+        threshold = policy.rules.inactivity.score_threshold
+        crossings: list[date | None] = [None] * len(states)
+        if policy.rules.inactivity.enabled and threshold is not None:
+            crossings = scoring.quiet_until(
+                states, model.params, as_of, policy.horizon_days, threshold
+            )
+        open_alerts: dict[tuple[str, str], AlertRow] = {
+            (alert.customer_id, alert.rule): alert
+            for alert in repository.unresolved(connection, [s.customer_id for s in states])
+        }
+        open_customers = {customer for customer, _ in open_alerts}
+        for state, score, crossing in zip(states, scores, crossings, strict=True):
+            evaluation = rules.evaluate(
+                state,
+                score,
+                policy,
+                now,
+                inactivity_crossing=crossing,
+                has_open_alerts=state.customer_id in open_customers,
+            )
+            state.next_check_at = evaluation.next_check_at
+            for rule in RULES:
+                _decide(
+                    changes,
+                    state,
+                    score,
+                    evaluation,
+                    rule,
+                    open_alerts.get((state.customer_id, rule)),
+                    current.version,
+                    now,
+                )
+        return changes
+
+    def write(self, connection: Connection, changes: AlertChanges) -> None:
+        if not changes:
+            return
+        opened = repository.insert_alerts(connection, changes.opened)
+        repository.update_alerts(connection, [alert for _, alert in changes.changed])
+        events = [("alert.opened", alert) for alert in opened]
+        events += [(kind, alert) for kind, alert in changes.changed if kind is not None]
+        if events:
+            repository.record_events(connection, events, events[0][1].updated_at)
+
+
+def _decide(
+    changes: AlertChanges,
+    state: CustomerState,
+    score: scoring.Scores | None,
+    evaluation: rules.Evaluation,
+    rule: Rule,
+    alert: AlertRow | None,
+    policy_version: int,
+    now: datetime,
+) -> None:
+    verdict = evaluation.verdicts.get(rule)
+    value = Decimal(str(score.value_at_risk)) if score else Decimal(0)
+    if verdict is not None and verdict.firing and (evaluation.eligible or alert is not None):
+        if alert is None:
+            changes.opened.append(
+                {
+                    "customer_id": state.customer_id,
+                    "rule": rule,
+                    "status": "open",
+                    "severity": evaluation.severity,
+                    "score": verdict.score,
+                    "value_at_risk": value,
+                    "store_id": state.home_store,
+                    "evidence": verdict.evidence,
+                    "policy_version": policy_version,
+                    "opened_at": now,
+                    "updated_at": now,
+                    "resolved_at": None,
+                    "resolution": None,
+                }
+            )
+            return
+        # Still firing: refresh the numbers; only a change of severity is news to announce.
+        kind = "alert.updated" if alert.severity != evaluation.severity else None
+        alert.severity, alert.score, alert.value_at_risk = evaluation.severity, verdict.score, value
+        alert.evidence, alert.updated_at = verdict.evidence, now
+        changes.changed.append((kind, alert))
+        return
+    if alert is None:
+        return
+    if verdict is None or evaluation.excluded:
+        reason = POLICY_CHANGED
+    elif state.last_visit_on is not None and state.last_visit_on >= alert.opened_at.date():
+        reason = CUSTOMER_RETURNED
+    else:
+        reason = CONDITION_CLEARED
+    alert.status, alert.resolution, alert.resolved_at, alert.updated_at = (
+        "resolved",
+        reason,
+        now,
+        now,
+    )
+    if verdict is not None:
+        alert.evidence = verdict.evidence
+    changes.changed.append(("alert.resolved", alert))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    customers: int
+    batches: int
+
+
+async def sweep(
+    transactions: TransactionRunner,
+    evaluator: Evaluator,
+    clock: Callable[[], datetime],
+    *,
+    batch_size: int = 1000,
+    max_batches: int = 1000,
+) -> SweepResult:
+    """Re-evaluate every customer whose next check has come, batch by batch.
+
+    Each batch is its own transaction: claim due customers (on PostgreSQL `FOR UPDATE SKIP
+    LOCKED`, so replicas sweeping at once take disjoint customers and never wait for ingest),
+    evaluate, store their next checks and alert changes, commit.
+    """
+    total = batches = 0
+    while batches < max_batches:
+        now = clock()
+
+        def one_batch(connection: Connection, now: datetime = now) -> int:
+            states = customers.claim_due(connection, now, batch_size)
+            changes = evaluator.evaluate(connection, states, now)
+            customers.save_next_checks(connection, states)
+            evaluator.write(connection, changes)
+            return len(states)
+
+        done = await transactions.run(one_batch)
+        total += done
+        batches += 1
+        if done < batch_size:
+            break
+    if total:
+        logger.info("sweep done", extra={"customers": total, "batches": batches})
+    return SweepResult(total, batches)
