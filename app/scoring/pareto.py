@@ -47,6 +47,12 @@ from scipy.special import expit, exprel, gammaln, hyp2f1
 
 from app.scoring.btyd import FloatArray, _arrays
 
+# The hypergeometric terms are accurate (checked against quadrature) while alpha and beta are
+# within a factor of about 10^6 of each other; far beyond, 1 - z in 2F1(...; z) falls below
+# double precision. Fits stay inside that range: outside it the data are degenerate anyway
+# (say, no one has bought twice yet) and the likelihood only creeps towards a boundary.
+_MAX_LOG_RATIO = float(np.log(1e6))
+
 
 @dataclass(frozen=True, slots=True)
 class ParetoNbdParams:
@@ -73,18 +79,23 @@ def _log_tail(
 
     With c = p + q - 1 > 0 and alpha >= beta, write beta + tau = (alpha + tau) (1 - z w) with
     w = 1 / (alpha + tau) and z = alpha - beta; substituting w gives
-    (alpha + t) ** -c / c * 2F1(c, q; c + 1; (alpha - beta) / (alpha + t)). For alpha < beta
-    swap the roles: (beta + t) ** -c / c * 2F1(c, p; c + 1; (beta - alpha) / (beta + t)).
-    Either way the argument is in [0, 1).
+    (alpha + t) ** -c / c * 2F1(c, q; c + 1; (alpha - beta) / (alpha + t)), the note's form.
+
+    For alpha < beta the note swaps the roles: (beta + t) ** -c / c * 2F1(c, p; c + 1; z) with
+    z = (beta - alpha) / (beta + t). That 2F1 grows like ((beta + t) / (alpha + t)) ** p and
+    overflows for frequent buyers (p = r + x in the hundreds), so it is taken through Euler's
+    transformation 2F1(a, b; c; z) = (1 - z) ** (c - a - b) 2F1(c - a, c - b; c; z) instead:
+    (alpha + t) ** (1 - p) * (beta + t) ** -q / c * 2F1(1, q; c + 1; z), whose series has
+    positive terms bounded by z ** n. Either way the argument is in [0, 1).
     """
     c = p + q - 1
     if alpha >= beta:
         hyp = hyp2f1(c, q, c + 1, (alpha - beta) / (alpha + t))
-        base = alpha + t
+        powers = -c * np.log(alpha + t)
     else:
-        hyp = hyp2f1(c, p, c + 1, (beta - alpha) / (beta + t))
-        base = beta + t
-    result: FloatArray = np.log(hyp) - c * np.log(base) - np.log(c)
+        hyp = hyp2f1(1.0, q, c + 1, (beta - alpha) / (beta + t))
+        powers = (1 - p) * np.log(alpha + t) - q * np.log(beta + t)
+    result: FloatArray = np.log(hyp) + powers - np.log(c)
     return result
 
 
@@ -139,6 +150,8 @@ def fit_pareto_nbd(
     start = initial or ParetoNbdParams(1.0, scale, 1.0, scale)
 
     def negative_mean_ll(log_params: FloatArray) -> float:
+        if abs(log_params[1] - log_params[3]) > _MAX_LOG_RATIO:
+            return np.inf
         params = ParetoNbdParams(*(float(v) for v in np.exp(log_params)))
         value = -float(np.mean(log_likelihood(params, xs, txs, Ts)))
         return value if np.isfinite(value) else np.inf
