@@ -103,6 +103,23 @@ def rebuild() -> None:
     click.echo(f"rebuilt the patterns of {customers} customers")
 
 
+@main.command()
+def sweep() -> None:
+    """Evaluate now every customer whose next check has come (the service does it every
+    RADAR_SWEEP_INTERVAL); prints how many were evaluated."""
+    from app.alerts.service import Evaluator
+    from app.alerts.service import sweep as sweep_due
+    from app.kit.db import utcnow
+
+    settings = get_settings()
+    result = _with_transactions(
+        lambda transactions: sweep_due(
+            transactions, Evaluator(), utcnow, batch_size=settings.sweep_batch_size
+        )
+    )
+    click.echo(f"evaluated {result.customers} due customers in {result.batches} batches")
+
+
 @main.command("refit")
 def refit_command() -> None:
     """Fit the population model on every customer now, and keep it for scoring."""
@@ -117,10 +134,17 @@ def refit_command() -> None:
         )
         return
     click.echo(
-        f"BG/NBD on {fit.customers} customers: r={fit.r:.4g} alpha={fit.alpha:.4g} "
-        f"a={fit.a:.4g} b={fit.b:.4g} log-likelihood={fit.log_likelihood:.1f}"
+        f"Pareto/NBD on {fit.customers} customers: r={fit.r:.4g} alpha={fit.alpha:.4g} "
+        f"s={fit.s:.4g} beta={fit.beta:.4g} log-likelihood={fit.log_likelihood:.1f}"
         + ("" if fit.converged else " (did not converge)")
     )
+    if fit.spend_p is None:
+        click.echo("spend: too few repeat customers for Gamma-Gamma; each customer's mean is used")
+    else:
+        click.echo(
+            f"Gamma-Gamma spend on {fit.spend_customers} repeat customers: p={fit.spend_p:.4g} "
+            f"q={fit.spend_q:.4g} gamma={fit.spend_gamma:.4g}"
+        )
 
 
 @main.group()

@@ -141,12 +141,15 @@ class ModelFit(Base):
     __tablename__ = "model_fits"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    model: Mapped[str] = mapped_column(String(32))  # "bg_nbd"
-    # BG/NBD parameters, time in days
+    model: Mapped[str] = mapped_column(String(32))  # "pareto_nbd" ("bg_nbd" before 0004)
+    # Pareto/NBD parameters, time in days: purchase rate ~ Gamma(r, alpha), drop-out rate
+    # ~ Gamma(s, beta). BG/NBD fits of earlier versions kept a and b instead.
     r: Mapped[float] = mapped_column(Float)
     alpha: Mapped[float] = mapped_column(Float)
-    a: Mapped[float] = mapped_column(Float)
-    b: Mapped[float] = mapped_column(Float)
+    s: Mapped[float | None] = mapped_column(Float)
+    beta: Mapped[float | None] = mapped_column(Float)
+    a: Mapped[float | None] = mapped_column(Float)
+    b: Mapped[float | None] = mapped_column(Float)
     log_likelihood: Mapped[float] = mapped_column(Float)
     customers: Mapped[int] = mapped_column(Integer)
     converged: Mapped[bool] = mapped_column(Boolean)

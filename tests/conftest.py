@@ -10,7 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from app.keys.service import create_key
 from app.kit.auth import Scope
-from app.kit.db import Base, create_engine, unit_of_work
+from app.kit.db import Base, create_engine, unit_of_work, utcnow
 from app.kit.migrations import upgrade
 from app.kit.settings import Settings
 from app.main import create_app
@@ -90,8 +90,9 @@ def settings(database_url: str) -> Settings:
         # fsync per commit is the production default; the tests do not need power-cut safety.
         sqlite_synchronous="NORMAL",
         log_json=False,
-        # Tests sweep when they choose to (the loop would race their setup).
+        # Tests sweep and refit when they choose to (the loops would race their setup).
         sweep_interval=timedelta(0),
+        refit_interval=timedelta(0),
     )
 
 
@@ -105,9 +106,28 @@ async def _truncate(app: FastAPI) -> None:
                 await connection.execute(text(f"DELETE FROM {table}"))  # noqa: S608
 
 
+class Clock:
+    """The time the service evaluates customers at: real time until a test sets it."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.now or utcnow()
+
+    def set(self, when: str | datetime) -> datetime:
+        self.now = datetime.fromisoformat(when) if isinstance(when, str) else when
+        return self.now
+
+
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: Clock) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, clock=clock)
     async with LifespanManager(application):
         await _truncate(application)
         yield application

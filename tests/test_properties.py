@@ -1,4 +1,4 @@
-"""Order and repetition never change what is stored."""
+"""Order and repetition never change what is stored, nor the alerts left open."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from app.kit.auth import Scope
 from app.kit.db import Base
 from app.kit.settings import Settings
 from app.main import create_app
+from app.models import Alert
 from tests.conftest import make_key, stored_customers, stored_events
 
 offsets = st.integers(min_value=-12 * 60, max_value=14 * 60).map(
@@ -60,6 +62,8 @@ def purchase_events(draw: st.DrawFn, event_id: str) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         body["items"] = draw(items)
+    if draw(st.booleans()):
+        body["attributes"] = {"segment": draw(st.sampled_from(["gold", "silver"]))}
     if kind == "refund" and draw(st.booleans()):
         body["refunds_event_id"] = "e-0"
     return body
@@ -79,8 +83,9 @@ async def _post_all(client: httpx.AsyncClient, key: str, events: list[dict[str, 
 
 
 async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> list[Any]:
-    """Post the deliveries in order to a fresh service; return the events and patterns."""
-    app = create_app(settings)
+    """Post the deliveries in order to a fresh service; return the events, the patterns and
+    the alerts left open (evaluated at one fixed moment, after the last event)."""
+    app = create_app(settings, clock=lambda: EVALUATED_AT)
     async with LifespanManager(app):
         async with app.state.sessionmaker.begin() as session:
             for table in reversed(Base.metadata.sorted_tables):
@@ -90,7 +95,20 @@ async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> 
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             for delivery in deliveries:
                 await _post_all(client, key, delivery)
-        return [*await stored_events(app), *await stored_customers(app)]
+        return [*await stored_events(app), *await stored_customers(app), *await _open(app)]
+
+
+EVALUATED_AT = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+async def _open(app: FastAPI) -> list[tuple[Any, ...]]:
+    async with app.state.sessionmaker() as session:
+        rows = await session.execute(
+            select(Alert.customer_id, Alert.rule, Alert.severity, Alert.evidence)
+            .where(Alert.resolved_at.is_(None))
+            .order_by(Alert.customer_id, Alert.rule)
+        )
+        return [tuple(row) for row in rows]
 
 
 # Each example runs its own event loop and service: nothing carries over between examples.

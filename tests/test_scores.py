@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.scoring.service import MIN_CUSTOMERS_TO_FIT, PRIOR, current_model, refit
+from app.scoring.spend import expected_spend_per_visit
 from tests.conftest import Keys, event
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +65,11 @@ async def test_customer_scores_follow_their_own_rhythm(
     assert lapsed["scores"]["days_since_last_visit"] == 7 * 31
     assert weekly["scores"]["p_no_purchase_within"] < 0.2
     assert lapsed["scores"]["p_no_purchase_within"] > 0.8
-    assert weekly["scores"]["expected_gap_days"] == pytest.approx(7, rel=0.25)
+    # The gap is the posterior mean given the prior: between the customer's own 7 days and
+    # the prior's population mean (alpha / r, months), and much nearer the customer's.
+    x, T = 39, 7 * 40
+    assert weekly["scores"]["expected_gap_days"] == pytest.approx((PRIOR.alpha + T) / (PRIOR.r + x))
+    assert 7 < weekly["scores"]["expected_gap_days"] < 10 < PRIOR.alpha / PRIOR.r
     assert weekly["scores"]["value_at_risk"] > lapsed["scores"]["value_at_risk"]
 
 
@@ -116,3 +121,12 @@ async def test_refit_keeps_the_prior_until_enough_customers_then_fits(
     body = (await client.get("/v1/customers/c1", headers=keys.read)).json()
     assert body["model"]["source"] == "fit"
     assert body["model"]["customers"] == MIN_CUSTOMERS_TO_FIT + 50
+    assert body["model"]["name"] == "pareto_nbd"
+    # The value at risk uses the fitted spend model (every customer here spent 20 a visit).
+    assert model.spend is not None
+    assert fit.spend_customers is not None
+    assert fit.spend_customers >= 100
+    x = body["pattern"]["visit_days"] - 1
+    expected = expected_spend_per_visit(model.spend, [x], [20.0 if x else 0.0])[0]
+    assert body["scores"]["expected_spend_per_visit"] == pytest.approx(expected, abs=0.01)
+    assert body["scores"]["expected_spend_per_visit"] == pytest.approx(20, rel=0.05)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from scipy.stats import binom
+from scipy.stats import norm
 
 from app.customers.state import CustomerState, week_index, week_start
 from app.kit.db import Money
@@ -175,6 +175,7 @@ class _Totals:
     baseline: int
     baseline_amount: int
     baseline_weeks: int  # the baseline's weeks since the first visit
+    baseline_squares: int  # sum of squared visits per baseline week (for the dispersion)
     changes_on: date | None
 
 
@@ -192,6 +193,7 @@ def _windows(
         known_on = week_start(first_week + rule.recent_weeks + math.ceil(rule.baseline_weeks / 2))
         return Verdict(False, 0.0, {"reason": "not enough baseline yet"}, known_on)
     recent, baseline = [0, 0], [0, 0]
+    squares = 0
     in_windows = False
     for week, (visits, amount) in state.weekly.items():
         index = int(week)
@@ -202,10 +204,11 @@ def _windows(
         elif baseline_from <= index < recent_from:
             baseline[0] += visits
             baseline[1] += amount
+            squares += visits * visits
     # The answer can change each Monday while a week with visits is inside the windows; once
     # they have slid past the last visit, only a new visit can change it.
     changes_on = week_start(current + 1) if in_windows else None
-    return _Totals(recent[0], recent[1], baseline[0], baseline[1], known_weeks, changes_on)
+    return _Totals(recent[0], recent[1], baseline[0], baseline[1], known_weeks, squares, changes_on)
 
 
 def _frequency_drop(state: CustomerState, rule: FrequencyDrop, as_of: date) -> Verdict:
@@ -216,10 +219,8 @@ def _frequency_drop(state: CustomerState, rule: FrequencyDrop, as_of: date) -> V
     recent_rate = recent / rule.recent_weeks
     baseline_rate = baseline / baseline_weeks
     ratio = recent_rate / baseline_rate if baseline_rate > 0 else 1.0
-    # Conditional test of two Poisson rates: given all the visits, the recent window's share
-    # is Binomial(n, recent / (recent + baseline weeks)) if the rate did not change.
-    share = rule.recent_weeks / (rule.recent_weeks + baseline_weeks)
-    p_value = float(binom.cdf(recent, recent + baseline, share)) if baseline else 1.0
+    dispersion = _dispersion(baseline, totals.baseline_squares, baseline_weeks)
+    p_value = _fall_p_value(recent, rule.recent_weeks, baseline, baseline_weeks, dispersion)
     # Complete silence is the inactivity rule's to report, not a drop in frequency.
     firing = recent > 0 and ratio <= rule.max_ratio and p_value <= rule.max_p_value
     evidence = {
@@ -230,9 +231,40 @@ def _frequency_drop(state: CustomerState, rule: FrequencyDrop, as_of: date) -> V
         "recent_visits_per_week": round(recent_rate, 3),
         "baseline_visits_per_week": round(baseline_rate, 3),
         "ratio": round(ratio, 3),
+        "dispersion": round(dispersion, 3),
         "p_value": round(p_value, 6),
     }
     return Verdict(firing, max(0.0, 1.0 - ratio), evidence, totals.changes_on)
+
+
+# Regular customers vary less from week to week than a Poisson process would; their
+# dispersion is floored here so that a handful of weeks cannot make a test overconfident.
+MIN_DISPERSION = 0.25
+
+
+def _dispersion(visits: int, squares: int, weeks: int) -> float:
+    """Variance over mean of the visits per baseline week (1 for a Poisson process)."""
+    if visits == 0 or weeks < 2:
+        return 1.0
+    mean = visits / weeks
+    variance = (squares - visits * mean) / (weeks - 1)
+    return max(variance / mean, MIN_DISPERSION)
+
+
+def _fall_p_value(
+    recent: int, recent_weeks: int, baseline: int, baseline_weeks: int, dispersion: float
+) -> float:
+    """One-sided p-value of "the visit rate did not fall": the conditional test of two
+    Poisson rates (given all n visits, the recent window's share is Binomial(n, s) if the rate
+    is unchanged), in its normal form with continuity correction, with the variance scaled
+    by the customer's own dispersion (quasi-Poisson). A customer who visits rarely has too
+    few visits for any fall to be significant, so cannot raise a false alarm."""
+    n = recent + baseline
+    if baseline == 0 or n == 0:
+        return 1.0
+    share = recent_weeks / (recent_weeks + baseline_weeks)
+    spread = math.sqrt(dispersion * n * share * (1 - share))
+    return float(norm.cdf((recent + 0.5 - n * share) / spread))
 
 
 def _spend_drop(state: CustomerState, rule: SpendDrop, as_of: date) -> Verdict:

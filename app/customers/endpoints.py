@@ -1,14 +1,16 @@
-"""GET /v1/customers/{customer_id}: the pattern, the scores and the model behind them."""
+"""GET /v1/customers/{customer_id}: the pattern, the scores, the model behind them, alerts."""
 
 from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import Connection
 
+from app.alerts import repository as alerts
+from app.alerts.schemas import AlertOut
 from app.customers import repository
 from app.customers.schemas import (
     CategoryTally,
@@ -16,18 +18,20 @@ from app.customers.schemas import (
     ModelInfo,
     Pattern,
     ScoresOut,
+    SpendModelInfo,
     WeekTally,
 )
 from app.customers.state import CustomerState, week_start
 from app.kit.auth import ReadKey
-from app.kit.db import Money, TransactionRunner, utcnow
+from app.kit.db import Money, TransactionRunner
 from app.kit.errors import NotFound, problem_responses
+from app.policy import service as policies
 from app.scoring import service as scoring
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=problem_responses(404))
 
 
-@router.get("/{customer_id}", summary="A customer's purchase pattern and defection scores")
+@router.get("/{customer_id}", summary="A customer's pattern, defection scores and alerts")
 async def get_customer(
     request: Request,
     _: ReadKey,
@@ -36,33 +40,63 @@ async def get_customer(
         date | None, Query(description="Score as of this day (default: today, UTC)")
     ] = None,
     horizon_days: Annotated[
-        int, Query(ge=1, le=730, description="Horizon of the defection score, in days")
-    ] = 90,
+        int | None,
+        Query(ge=1, le=730, description="Horizon of the defection score (default: the policy's)"),
+    ] = None,
 ) -> CustomerOut:
-    day = as_of or utcnow().date()
+    day = as_of or request.app.state.clock().date()
     transactions: TransactionRunner = request.app.state.transactions
 
-    def load(connection: Connection) -> tuple[CustomerState | None, scoring.PopulationModel]:
-        return repository.get_state(connection, customer_id), scoring.current_model(connection)
+    def load(connection: Connection) -> tuple[Any, ...]:
+        state = repository.get_state(connection, customer_id)
+        if state is None:
+            return (None,)
+        return (
+            state,
+            scoring.current_model(connection),
+            policies.current(connection).body,
+            alerts.for_customer(connection, customer_id),
+        )
 
-    state, model = await transactions.read(load)
-    if state is None:
+    loaded = await transactions.read(load)
+    if loaded[0] is None:
         raise NotFound(f"No purchases are stored for customer {customer_id!r}.")
-    scores = scoring.score(state, model.params, day, horizon_days)
+    state, model, policy, history = loaded
+    horizon = horizon_days or policy.horizon_days
+    scores = scoring.score(
+        state,
+        model.params,
+        day,
+        horizon,
+        spend=model.spend,
+        value=scoring.ValueSettings(policy.value.horizon_days, policy.value.annual_discount_rate),
+    )
     return CustomerOut(
         customer_id=customer_id,
         pattern=_pattern(state),
         scores=None
         if scores is None
-        else ScoresOut(as_of=day, horizon_days=horizon_days, **_fields(scores)),
-        model=ModelInfo(
-            source=model.source,
-            fitted_at=model.fitted_at,
-            customers=model.customers,
-            r=model.params.r,
-            alpha=model.params.alpha,
-            a=model.params.a,
-            b=model.params.b,
+        else ScoresOut(as_of=day, horizon_days=horizon, **_fields(scores)),
+        model=_model(model),
+        next_check_at=state.next_check_at,
+        alerts=[AlertOut.model_validate(alert.snapshot()) for alert in history],
+    )
+
+
+def _model(model: scoring.PopulationModel) -> ModelInfo:
+    spend = model.spend
+    return ModelInfo(
+        source=model.source,
+        fitted_at=model.fitted_at,
+        customers=model.customers,
+        r=model.params.r,
+        alpha=model.params.alpha,
+        s=model.params.s,
+        beta=model.params.beta,
+        spend=None
+        if spend is None
+        else SpendModelInfo(
+            customers=model.spend_customers, p=spend.p, q=spend.q, gamma=spend.gamma
         ),
     )
 
@@ -81,10 +115,16 @@ def _pattern(state: CustomerState) -> Pattern:
         refunds=state.refunds,
         purchase_amount=Decimal(state.purchase_amount) / scale,
         refund_amount=Decimal(state.refund_amount) / scale,
+        first_visit_amount=Decimal(state.first_visit_amount) / scale,
         home_store=state.home_store,
+        segment=state.segment,
         stores=state.stores,
         categories={
-            name: CategoryTally(purchases=int(tally[0]), last_bought_on=str(tally[1]))
+            name: CategoryTally(
+                purchases=int(tally[0]),
+                last_bought_on=date.fromisoformat(str(tally[1])),
+                first_bought_on=date.fromisoformat(str(tally[2])) if len(tally) > 2 else None,
+            )
             for name, tally in sorted(state.categories.items())
         },
         weekly=[

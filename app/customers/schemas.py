@@ -1,15 +1,18 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.alerts.schemas import AlertOut
+
 
 class CategoryTally(BaseModel):
     purchases: int
     last_bought_on: date
+    first_bought_on: date | None = Field(description="None for tallies kept before 0.2")
 
 
 class WeekTally(BaseModel):
@@ -26,23 +29,36 @@ class Pattern(BaseModel):
     refunds: int
     purchase_amount: Decimal
     refund_amount: Decimal
+    first_visit_amount: Decimal = Field(description="Purchases on the first visit day")
     home_store: str | None
+    segment: str | None = Field(description="From the events' attributes.segment")
     stores: dict[str, int] = Field(description="Purchases per store")
     categories: dict[str, CategoryTally]
     weekly: list[WeekTally] = Field(description="Weeks with activity, the last 53 weeks")
 
 
+class SpendModelInfo(BaseModel):
+    name: Literal["gamma_gamma"] = "gamma_gamma"
+    customers: int | None
+    p: float
+    q: float
+    gamma: float
+
+
 class ModelInfo(BaseModel):
-    name: Literal["bg_nbd"] = "bg_nbd"
+    name: Literal["pareto_nbd"] = "pareto_nbd"
     source: Literal["prior", "fit"] = Field(
         description="'prior' until enough customers exist to fit the service's own model"
     )
     fitted_at: str | None
     customers: int | None
-    r: float
+    r: float = Field(description="Purchase rate ~ Gamma(r, alpha), per day")
     alpha: float
-    a: float
-    b: float
+    s: float = Field(description="Drop-out rate ~ Gamma(s, beta), per day")
+    beta: float
+    spend: SpendModelInfo | None = Field(
+        description="None until enough repeat customers: each customer's own mean spend is used"
+    )
 
 
 class ScoresOut(BaseModel):
@@ -53,7 +69,11 @@ class ScoresOut(BaseModel):
     expected_purchases: float
     expected_gap_days: float | None
     days_since_last_visit: int
-    value_at_risk: float
+    expected_spend_per_visit: float = Field(description="Gamma-Gamma, or the customer's mean")
+    value_at_risk: float = Field(
+        description="Expected spend per visit times the expected visits over the policy's "
+        "value horizon, discounted"
+    )
 
 
 class CustomerOut(BaseModel):
@@ -61,3 +81,7 @@ class CustomerOut(BaseModel):
     pattern: Pattern
     scores: ScoresOut | None = Field(description="None before the customer's first visit")
     model: ModelInfo
+    next_check_at: datetime | None = Field(
+        description="When the rules look at this customer again if no event comes"
+    )
+    alerts: list[AlertOut] = Field(description="The customer's alerts, newest first (50 at most)")

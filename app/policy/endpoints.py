@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import Connection
 
 from app.kit.auth import ManageKey
-from app.kit.db import TransactionRunner, utcnow
+from app.kit.db import TransactionRunner
 from app.kit.errors import problem_responses
 from app.policy import service
 from app.policy.schemas import PolicyBody, PolicyOut
@@ -27,7 +27,7 @@ async def get_policy(request: Request, _: ManageKey) -> PolicyOut:
 )
 async def put_policy(body: PolicyBody, request: Request, key: ManageKey) -> PolicyOut:
     transactions: TransactionRunner = request.app.state.transactions
-    now = utcnow()
+    now = request.app.state.clock()  # the time customers are evaluated at
 
     def store(connection: Connection) -> service.CurrentPolicy:
         return service.replace(

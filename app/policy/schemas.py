@@ -70,10 +70,18 @@ class _Windows(_Strict):
 
 class FrequencyDrop(_Windows):
     """Fires when visits per week fell far below the customer's own baseline, and the fall is
-    unlikely to be chance (a conditional binomial test of two Poisson rates), so customers who
-    visit rarely cannot raise an alert on one missed visit."""
+    unlikely to be chance (a test of two Poisson rates, scaled by the customer's own
+    week-to-week dispersion), so customers who visit rarely cannot raise an alert on one
+    missed visit."""
 
     enabled: bool = True
+    max_ratio: float = Field(
+        default=0.6,
+        gt=0,
+        lt=1,
+        description="Fire when recent / baseline visits per week is at most this (0.6: a "
+        "customer who now comes half as often is caught despite noise in the baseline)",
+    )
     max_p_value: float = Field(
         default=0.01, gt=0, lt=0.5, description="Significance the fall must reach"
     )

@@ -153,7 +153,9 @@ def fit_pareto_nbd(
         if abs(log_params[1] - log_params[3]) > _MAX_LOG_RATIO:
             return np.inf
         params = ParetoNbdParams(*(float(v) for v in np.exp(log_params)))
-        value = -float(np.mean(log_likelihood(params, xs, txs, Ts)))
+        # Far from the optimum the terms can overflow; such points just score as infinite.
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            value = -float(np.mean(log_likelihood(params, xs, txs, Ts)))
         return value if np.isfinite(value) else np.inf
 
     result = minimize(

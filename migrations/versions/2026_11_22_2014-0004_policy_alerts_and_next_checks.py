@@ -103,8 +103,15 @@ def upgrade() -> None:
     # Customers stored before this revision are due at once, so the sweeper evaluates them;
     # their first-visit spend, segment and categories' first days come from `radar rebuild`.
     op.execute("UPDATE customers SET next_check_at = CURRENT_TIMESTAMP")
+    # BG/NBD fits of earlier versions are not Pareto/NBD ones: scores use the prior until the
+    # next refit (RADAR_REFIT_INTERVAL, or `radar refit`).
+    op.execute("DELETE FROM model_fits")
 
     with op.batch_alter_table("model_fits", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("s", sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column("beta", sa.Float(), nullable=True))
+        batch_op.alter_column("a", existing_type=sa.Float(), nullable=True)
+        batch_op.alter_column("b", existing_type=sa.Float(), nullable=True)
         batch_op.add_column(sa.Column("spend_p", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("spend_q", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("spend_gamma", sa.Float(), nullable=True))
@@ -112,11 +119,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Pareto/NBD fits cannot be read as BG/NBD ones: the prior applies until the next refit.
+    op.execute("DELETE FROM model_fits WHERE model <> 'bg_nbd'")
     with op.batch_alter_table("model_fits", schema=None) as batch_op:
         batch_op.drop_column("spend_customers")
         batch_op.drop_column("spend_gamma")
         batch_op.drop_column("spend_q")
         batch_op.drop_column("spend_p")
+        batch_op.alter_column("b", existing_type=sa.Float(), nullable=False)
+        batch_op.alter_column("a", existing_type=sa.Float(), nullable=False)
+        batch_op.drop_column("beta")
+        batch_op.drop_column("s")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.drop_index("ix_customers_next_check_at")

@@ -1,0 +1,315 @@
+"""End to end: purchases in, alerts out, through the real API, database and sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from app.alerts.service import SweepResult, sweep
+from app.models import AlertEvent
+from tests.conftest import Clock, Keys, event
+
+pytestmark = pytest.mark.anyio
+
+
+def visits(
+    customer: str,
+    days: Iterable[date],
+    *,
+    amount: str = "20",
+    categories: Iterable[str] = ("grocery",),
+    tag: str = "",
+) -> list[dict[str, Any]]:
+    names = list(categories)
+    return [
+        event(
+            f"{customer}{tag}-{day.isoformat()}",
+            customer_id=customer,
+            occurred_at=f"{day.isoformat()}T12:00:00Z",
+            amount=amount,
+            items=[{"category": name, "amount": "1"} for name in names] or None,
+        )
+        for day in days
+    ]
+
+
+def weekly(first: date, weeks: int, *weekdays: int) -> list[date]:
+    """Visit days: `weekdays` (0 = the first day's weekday) of each of `weeks` weeks."""
+    return [first + timedelta(weeks=w, days=d) for w in range(weeks) for d in weekdays or (0,)]
+
+
+async def post(
+    client: httpx.AsyncClient, keys: Keys, events: list[dict[str, Any]], size: int = 1000
+) -> None:
+    for start in range(0, len(events), size):
+        chunk = events[start : start + size]
+        response = await client.post(
+            "/v1/purchases/batch", json={"events": chunk}, headers=keys.ingest
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["rejected"] == 0, response.text
+
+
+async def customer(client: httpx.AsyncClient, keys: Keys, customer_id: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/customers/{customer_id}", headers=keys.read)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def unresolved(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {alert["rule"]: alert for alert in view["alerts"] if alert["status"] != "resolved"}
+
+
+async def sweep_at(app: FastAPI, clock: Clock, when: datetime) -> SweepResult:
+    clock.set(when)
+    return await sweep(app.state.transactions, app.state.evaluator, clock)
+
+
+async def feed(app: FastAPI) -> list[tuple[int, str, int, str]]:
+    async with app.state.sessionmaker() as session:
+        rows = await session.execute(select(AlertEvent).order_by(AlertEvent.seq))
+        return [(e.seq, e.type, e.alert_id, e.data["rule"]) for (e,) in rows]
+
+
+async def test_a_regular_customer_who_stops_is_alerted_when_due_and_resolved_on_return(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    first = date(2026, 1, 5)  # a Monday; twelve Mondays to 2026-03-23
+    clock.set("2026-03-24T09:00:00+00:00")
+    await post(client, keys, visits("card-1", weekly(first, 12)))
+    view = await customer(client, keys, "card-1")
+    assert view["alerts"] == []
+    due = datetime.fromisoformat(view["next_check_at"])
+    # The rule cannot fire before 14 silent days (min_days), and fires by 21 at the latest
+    # (3 times the customer's 7-day gap).
+    assert date(2026, 4, 6) <= due.date() <= date(2026, 4, 13)
+
+    # A minute early: nobody is due, nothing is evaluated, no alert.
+    assert (await sweep_at(app, clock, due - timedelta(minutes=1))).customers == 0
+    assert (await customer(client, keys, "card-1"))["alerts"] == []
+    # On time: the sweeper evaluates exactly this customer and the alert opens.
+    assert (await sweep_at(app, clock, due)).customers == 1
+    view = await customer(client, keys, "card-1")
+    alert = unresolved(view)["inactivity"]
+    assert alert["status"] == "open"
+    evidence = alert["evidence"]
+    assert evidence["last_visit_on"] == "2026-03-23"
+    assert evidence["mean_gap_days"] == 7.0
+    assert evidence["expected_next_visit_on"] == "2026-03-30"
+    assert evidence["days_since_last_visit"] == (due.date() - date(2026, 3, 23)).days
+    assert evidence["triggered_by"]
+    assert float(alert["value_at_risk"]) > 0
+    assert set(unresolved(view)) == {"inactivity"}
+
+    # Sweeping again before the next check changes nothing: no duplicate alert.
+    assert (await sweep_at(app, clock, due + timedelta(hours=1))).customers == 0
+
+    # The customer comes back: the ingest itself resolves the alert.
+    back = due + timedelta(days=2)
+    clock.set(back)
+    await post(client, keys, visits("card-1", [back.date()], tag="-back"))
+    view = await customer(client, keys, "card-1")
+    assert unresolved(view) == {}
+    (resolved,) = view["alerts"]
+    assert resolved["id"] == alert["id"]
+    assert resolved["resolution"] == "customer_returned"
+
+    # And lapses again later: following the customer's own next checks, a new alert (not
+    # the old one reopened) after 14 to three mean gaps of silence (the gap is now longer).
+    for _ in range(10):
+        later = datetime.fromisoformat(view["next_check_at"])
+        assert (await sweep_at(app, clock, later)).customers == 1
+        view = await customer(client, keys, "card-1")
+        if "inactivity" in unresolved(view):
+            break
+    reopened = unresolved(view)["inactivity"]
+    assert reopened["id"] != alert["id"]
+    limit = reopened["evidence"]["gap_limit_days"]
+    assert limit == 25  # 3 x (100 days / 12 gaps), rounded up
+    assert back.date() + timedelta(days=14) <= clock().date() <= back.date() + timedelta(limit)
+
+    events = await feed(app)
+    assert [(kind, alert_id) for _, kind, alert_id, _ in events] == [
+        ("alert.opened", alert["id"]),
+        ("alert.resolved", alert["id"]),
+        ("alert.opened", reopened["id"]),
+    ]
+    assert [seq for seq, *_ in events] == sorted({seq for seq, *_ in events})
+
+
+async def test_a_customer_who_halves_visits_raises_frequency_drop_and_a_rare_one_does_not(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    first = date(2025, 9, 1)  # a Monday
+    clock.set("2026-06-09T10:00:00+00:00")  # the Tuesday after the last visit below
+    halving = visits("halving", weekly(first, 30, 0, 3))
+    halving += visits("halving", weekly(first + timedelta(weeks=30), 10), tag="-after")
+    steady = visits("steady", weekly(first, 40, 0, 3))
+    # Every four weeks for a year, then one visit skipped: a gap of eight weeks.
+    rare_days = [first + timedelta(weeks=4 * n) for n in range(9)]
+    rare_days += [rare_days[-1] + timedelta(weeks=8)]
+    rare = visits("rare", rare_days)
+    await post(client, keys, halving + steady + rare)
+
+    alert = unresolved(await customer(client, keys, "halving"))["frequency_drop"]
+    evidence = alert["evidence"]
+    assert evidence["recent_visits"] == 8
+    assert evidence["recent_visits_per_week"] == 1.0
+    assert evidence["baseline_visits_per_week"] > 1.8
+    assert evidence["ratio"] <= 0.6
+    assert evidence["p_value"] < 0.01
+    assert unresolved(await customer(client, keys, "steady")) == {}
+    rare_view = await customer(client, keys, "rare")
+    assert "frequency_drop" not in unresolved(rare_view)
+
+
+async def test_spend_drop_and_category_lapse_open_and_resolve(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    first = date(2025, 9, 1)
+    clock.set("2026-05-26T10:00:00+00:00")
+    before, after = weekly(first, 28), weekly(first + timedelta(weeks=28), 10)
+    events = visits("spender", before, amount="40") + visits("spender", after, amount="15")
+    events += visits("wine", before, categories=("grocery", "wine"))
+    events += visits("wine", after, categories=("grocery",))
+    await post(client, keys, events)
+
+    spend = unresolved(await customer(client, keys, "spender"))
+    assert set(spend) == {"spend_drop"}
+    assert spend["spend_drop"]["evidence"]["recent_spend_per_visit"] == 15.0
+    # The baseline's 26 weeks before the recent 8: 24 weeks at 40, then 2 at 15.
+    assert spend["spend_drop"]["evidence"]["baseline_spend_per_visit"] == round(
+        (24 * 40 + 2 * 15) / 26, 2
+    )
+
+    lapse = unresolved(await customer(client, keys, "wine"))
+    assert set(lapse) == {"category_lapse"}
+    (lapsed,) = lapse["category_lapse"]["evidence"]["lapsed"]
+    assert lapsed["category"] == "wine"
+    assert lapsed["last_bought_on"] == before[-1].isoformat()
+    assert lapsed["visits_since"] >= 2
+
+    # Buying wine again ends the lapse at once.
+    await post(
+        client, keys, visits("wine", [date(2026, 5, 26)], categories=("wine",), tag="-again")
+    )
+    view = await customer(client, keys, "wine")
+    assert unresolved(view) == {}
+    assert view["alerts"][0]["resolution"] == "customer_returned"
+
+
+async def test_duplicates_and_shuffled_batches_end_in_the_same_alerts(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    first = date(2025, 9, 1)
+    clock.set("2026-06-09T10:00:00+00:00")
+
+    def history(customer_id: str) -> list[dict[str, Any]]:
+        return visits(customer_id, weekly(first, 30, 0, 3)) + visits(
+            customer_id, weekly(first + timedelta(weeks=30), 10), tag="-after"
+        )
+
+    await post(client, keys, history("in-order"))
+    shuffled = history("shuffled")
+    random.Random(7).shuffle(shuffled)
+    resent = shuffled + shuffled[::3]  # a third of them twice
+    for start in range(0, len(resent), 9):
+        await post(client, keys, resent[start : start + 9])
+
+    def outcome(view: dict[str, Any]) -> dict[str, Any]:
+        return {
+            rule: (alert["severity"], alert["evidence"], alert["value_at_risk"])
+            for rule, alert in unresolved(view).items()
+        }
+
+    in_order = await customer(client, keys, "in-order")
+    assert outcome(in_order) == outcome(await customer(client, keys, "shuffled"))
+    assert set(outcome(in_order)) == {"frequency_drop"}
+
+
+async def test_the_sweeper_touches_only_due_customers(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    clock.set("2026-03-24T09:00:00+00:00")
+    await post(client, keys, visits("due", weekly(date(2026, 1, 5), 12)))
+    # Two visits: not loyal yet, so nothing can change for them without a new visit.
+    await post(client, keys, visits("new", [date(2026, 3, 20), date(2026, 3, 23)]))
+    assert (await customer(client, keys, "new"))["next_check_at"] is None
+    due = datetime.fromisoformat((await customer(client, keys, "due"))["next_check_at"])
+    result = await sweep_at(app, clock, due + timedelta(days=30))
+    assert (result.customers, result.batches) == (1, 1)
+
+
+async def test_a_policy_change_resolves_alerts_of_a_disabled_rule(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    clock.set("2026-05-01T09:00:00+00:00")
+    await post(client, keys, visits("card-1", weekly(date(2026, 1, 5), 12)))
+    assert set(unresolved(await customer(client, keys, "card-1"))) == {"inactivity"}
+
+    policy = {"rules": {"inactivity": {"enabled": False}}}
+    response = await client.put("/v1/policy", json=policy, headers=keys.manage)
+    assert response.status_code == 200, response.text
+    # Every customer is due after a policy change; the sweep applies the new version.
+    assert (await sweep_at(app, clock, clock() + timedelta(seconds=1))).customers == 1
+    (alert,) = (await customer(client, keys, "card-1"))["alerts"]
+    assert (alert["status"], alert["resolution"]) == ("resolved", "policy_changed")
+
+
+async def test_exclusions_and_minimum_value_keep_alerts_closed(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    policy = {
+        "exclusions": {"stores": ["staff-canteen"], "segments": ["employee"]},
+        "min_value_at_risk": 1000,
+    }
+    response = await client.put("/v1/policy", json=policy, headers=keys.manage)
+    assert response.status_code == 200, response.text
+    clock.set("2026-05-01T09:00:00+00:00")
+    days = weekly(date(2026, 1, 5), 12)
+    canteen = visits("canteen", days)
+    for item in canteen:
+        item["store_id"] = "staff-canteen"
+    employee = visits("employee", days)
+    for item in employee:
+        item["attributes"] = {"segment": "employee"}
+    big = visits("big", days, amount="900")
+    small = visits("small", days, amount="5")
+    await post(client, keys, canteen + employee + big + small)
+    assert unresolved(await customer(client, keys, "canteen")) == {}
+    employee_view = await customer(client, keys, "employee")
+    assert employee_view["pattern"]["segment"] == "employee"
+    assert unresolved(employee_view) == {}
+    assert unresolved(await customer(client, keys, "small")) == {}
+    big_alert = unresolved(await customer(client, keys, "big"))["inactivity"]
+    assert big_alert["severity"] == "high"  # above the default 500 of value at risk
+
+
+@pytest.mark.parametrize("sweepers", [2])
+async def test_concurrent_sweepers_evaluate_each_customer_once(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, sweepers: int
+) -> None:
+    clock.set("2026-03-24T09:00:00+00:00")
+    days = weekly(date(2026, 1, 5), 12)
+    events = [e for n in range(300) for e in visits(f"c{n:03}", days)]
+    # Whole histories per request: a history split over requests is evaluated in between.
+    await post(client, keys, events, size=len(days) * 80)
+    clock.set("2026-06-01T00:00:00+00:00")
+    results = await asyncio.gather(
+        *(
+            sweep(app.state.transactions, app.state.evaluator, clock, batch_size=50)
+            for _ in range(sweepers)
+        )
+    )
+    assert sum(r.customers for r in results) == 300
+    opened = [e for e in await feed(app) if e[1] == "alert.opened"]
+    assert len(opened) == 300
+    assert len({alert_id for _, _, alert_id, _ in opened}) == 300
