@@ -90,7 +90,13 @@ def create_app(
             jobs.start(
                 settings.sweep_interval,
                 "sweep-due-customers",
-                lambda: sweep(transactions, evaluator, clock, batch_size=settings.sweep_batch_size),
+                lambda: sweep(
+                    transactions,
+                    evaluator,
+                    clock,
+                    batch_size=settings.sweep_batch_size,
+                    should_stop=lambda: jobs.stopping,
+                ),
             )
         try:
             yield

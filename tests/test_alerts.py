@@ -313,3 +313,30 @@ async def test_concurrent_sweepers_evaluate_each_customer_once(
     opened = [e for e in await feed(app) if e[1] == "alert.opened"]
     assert len(opened) == 300
     assert len({alert_id for _, _, alert_id, _ in opened}) == 300
+
+
+async def test_a_stopping_sweeper_finishes_its_batch_and_leaves_the_rest_due(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    clock.set("2026-03-24T09:00:00+00:00")
+    days = weekly(date(2026, 1, 5), 12)
+    await post(client, keys, [e for n in range(30) for e in visits(f"c{n:02}", days)])
+    clock.set("2026-06-01T00:00:00+00:00")
+    batches = 0
+
+    def stop_after_one() -> bool:
+        nonlocal batches
+        batches += 1
+        return batches > 1
+
+    first = await sweep(
+        app.state.transactions,
+        app.state.evaluator,
+        clock,
+        batch_size=10,
+        should_stop=stop_after_one,
+    )
+    assert (first.customers, first.batches) == (10, 1)
+    assert len([e for e in await feed(app) if e[1] == "alert.opened"]) == 10
+    rest = await sweep(app.state.transactions, app.state.evaluator, clock, batch_size=10)
+    assert rest.customers == 20

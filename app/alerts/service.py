@@ -202,15 +202,17 @@ async def sweep(
     *,
     batch_size: int = 1000,
     max_batches: int = 1000,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> SweepResult:
     """Re-evaluate every customer whose next check has come, batch by batch.
 
     Each batch is its own transaction: claim due customers (on PostgreSQL `FOR UPDATE SKIP
     LOCKED`, so replicas sweeping at once take disjoint customers and never wait for ingest),
-    evaluate, store their next checks and alert changes, commit.
+    evaluate, store their next checks and alert changes, commit. `should_stop` is asked
+    between batches (shutdown): a batch is never interrupted, the rest waits for next time.
     """
     total = batches = 0
-    while batches < max_batches:
+    while batches < max_batches and not should_stop():
         now = clock()
 
         def one_batch(connection: Connection, now: datetime = now) -> int:

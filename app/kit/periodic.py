@@ -1,12 +1,15 @@
-"""Housekeeping loops that run inside the service process.
+"""Loops that run inside the service process: housekeeping, refits, the sweeper.
 
-Only for work that is safe to skip or repeat (purging expired rows): a loop that dies with the
-process simply runs again on the next start. Durable work goes through database-backed queues.
+Only for work that is safe to skip or repeat: a loop that dies with the process simply runs
+again on the next start, and each round commits its own transactions. On shutdown a round
+in progress is asked to stop at its next safe point (`PeriodicJobs.stopping`) and given a
+grace period before it is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -14,30 +17,43 @@ from datetime import timedelta
 logger = logging.getLogger("radar.periodic")
 
 
-async def run_every(interval: timedelta, name: str, job: Callable[[], Awaitable[object]]) -> None:
-    while True:
-        try:
-            result = await job()
-            logger.debug("%s done", name, extra={"result": result})
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A failed round (database restarting, say) is retried on the next tick.
-            logger.exception("%s failed", name)
-        await asyncio.sleep(interval.total_seconds())
-
-
 class PeriodicJobs:
-    """Starts loops with the app and cancels them on shutdown."""
+    """Starts loops with the app and stops them on shutdown."""
 
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """True once shutdown began: long rounds check it between their transactions."""
+        return self._stop.is_set()
 
     def start(self, interval: timedelta, name: str, job: Callable[[], Awaitable[object]]) -> None:
-        self._tasks.append(asyncio.create_task(run_every(interval, name, job), name=name))
+        self._tasks.append(asyncio.create_task(self._run_every(interval, name, job), name=name))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _run_every(
+        self, interval: timedelta, name: str, job: Callable[[], Awaitable[object]]
+    ) -> None:
+        while not self.stopping:
+            try:
+                result = await job()
+                logger.debug("%s done", name, extra={"result": result})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A failed round (database restarting, say) is retried on the next tick.
+                logger.exception("%s failed", name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval.total_seconds())
+
+    async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
+        """Let rounds in progress reach a safe point, then cancel whatever is left."""
+        self._stop.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace.total_seconds())
+            for task in pending:
+                logger.warning("%s did not stop in time: cancelled", task.get_name())
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
