@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
 
-from app.alerts.service import Evaluator, sweep
+from app.alerts.service import Evaluator, SweepResult, sweep
 from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
@@ -87,17 +88,21 @@ def create_app(
                 lambda: refit(transactions, utcnow().date()),
             )
         if settings.sweep_interval.total_seconds() > 0:
-            jobs.start(
-                settings.sweep_interval,
-                "sweep-due-customers",
-                lambda: sweep(
+
+            async def sweep_due() -> SweepResult:
+                started = time.perf_counter()
+                result = await sweep(
                     transactions,
                     evaluator,
                     clock,
                     batch_size=settings.sweep_batch_size,
                     should_stop=lambda: jobs.stopping,
-                ),
-            )
+                )
+                app.state.metrics.swept.inc(result.customers)
+                app.state.metrics.sweep_duration.observe(time.perf_counter() - started)
+                return result
+
+            jobs.start(settings.sweep_interval, "sweep-due-customers", sweep_due)
         try:
             yield
         finally:

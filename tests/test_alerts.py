@@ -14,6 +14,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.alerts.service import SweepResult, sweep
+from app.kit.auth import Scope
+from app.kit.settings import Settings
 from app.models import AlertEvent
 from tests.conftest import Clock, Keys, event
 
@@ -340,3 +342,46 @@ async def test_a_stopping_sweeper_finishes_its_batch_and_leaves_the_rest_due(
     assert len([e for e in await feed(app) if e[1] == "alert.opened"]) == 10
     rest = await sweep(app.state.transactions, app.state.evaluator, clock, batch_size=10)
     assert rest.customers == 20
+
+
+async def test_the_background_sweeper_opens_alerts_by_itself(
+    settings: Settings, clock: Clock
+) -> None:
+    from asgi_lifespan import LifespanManager
+
+    from app.main import create_app
+    from tests.conftest import _truncate, make_key
+
+    clock.set("2026-06-01T09:00:00+00:00")
+    app = create_app(
+        settings.model_copy(update={"sweep_interval": timedelta(milliseconds=50)}), clock=clock
+    )
+    async with LifespanManager(app):
+        await _truncate(app)
+        key = await make_key(app, "till", Scope.INGEST, Scope.READ)
+        headers = {"Authorization": f"Bearer {key}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
+            response = await client.post(
+                "/v1/purchases/batch",
+                json={"events": visits("card-1", weekly(date(2026, 1, 5), 12))},
+                headers=headers,
+            )
+            assert response.json()["accepted"] == 12
+            # Evaluated at ingest already (silent since March): the alert is open.
+            view = (await client.get("/v1/customers/card-1", headers=headers)).json()
+            assert set(unresolved(view)) == {"inactivity"}
+            # A month later, the loop refreshes the open alert on its weekly check.
+            clock.set(clock() + timedelta(days=30))
+            for _ in range(100):
+                metrics = (await client.get("/metrics")).text
+                if "radar_sweep_customers_total 1.0" in metrics:
+                    break
+                await asyncio.sleep(0.05)
+            assert "radar_sweep_customers_total 1.0" in metrics
+            view = (await client.get("/v1/customers/card-1", headers=headers)).json()
+            alert = unresolved(view)["inactivity"]
+            assert (
+                alert["evidence"]["days_since_last_visit"]
+                == (date(2026, 7, 1) - date(2026, 3, 23)).days
+            )

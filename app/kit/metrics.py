@@ -35,6 +35,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.swept = Counter(
+            "radar_sweep_customers_total",
+            "Customers re-evaluated by the sweeper because their next check had come",
+            registry=self.registry,
+        )
+        self.sweep_duration = Histogram(
+            "radar_sweep_duration_seconds",
+            "Duration of a sweep (every due customer, in batches)",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+
     def count_events(self, accepted: int, duplicates: int, rejected: int) -> None:
         for result, count in (
             ("accepted", accepted),
