@@ -21,7 +21,8 @@ How
     at CLOCK minus up to a day; every other customer is due 1-31 days after CLOCK.
 
     Each run: reset the next checks (the previous run's due customers back to the future,
-    the new ones due: two indexed UPDATEs), delete alerts and alert_events, on PostgreSQL
+    the new ones due: primary-key UPDATEs of at most 10,000 customers per transaction),
+    delete alerts and alert_events, on PostgreSQL
     VACUUM ANALYZE (so no run pays for the previous run's dead rows), then time sweep()
     with the fixed clock and the default batch size from Settings. Right after, a second
     sweep at the same clock must find 0 due: the swept customers' next checks moved past
@@ -52,6 +53,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import itertools
 import os
 import platform
 import random
@@ -60,10 +63,11 @@ import resource
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -142,9 +146,14 @@ def mib(kib: float) -> str:
     return f"{kib / MIB:,.0f}"
 
 
+def growth(kib: float) -> str:
+    return f"{round(kib / MIB):+,d}"
+
+
 # --- the customers ----------------------------------------------------------------------
 
-KINDS = ("steady", "gone quiet", "slowing", "spending less", "dropped a category")
+# Most loyal customers are steady; one in ten of each other kind is drifting in its own way.
+KINDS = (*["steady"] * 6, "gone quiet", "slowing", "spending less", "dropped a category")
 TEMPLATE_COLUMNS = (
     "k", "first_visit_on", "last_visit_on", "visit_days", "purchases", "refunds",
     "purchase_amount", "refund_amount", "first_visit_amount", "weekly", "categories",
@@ -181,7 +190,7 @@ def make_template(k: int, today: date, rng: random.Random) -> tuple[Any, ...]:
         if kind == "spending less" and (today - day).days <= 56:
             amount *= 0.3
         amounts.append(round(amount, 2) * Money.SCALE)
-    cents = [int(round(a)) for a in amounts]
+    cents = [round(a) for a in amounts]
     weekly: dict[str, list[int]] = {}
     for day, amount in zip(days, cents, strict=True):
         bucket = weekly.setdefault(str(week_index(day)), [0, 0])
@@ -242,7 +251,7 @@ _DUE_MINUTES = "-(i % 1440)"  # up to a day before the clock
 
 SQLITE_TEMPLATE_TABLE = f"CREATE TEMP TABLE bench_templates ({', '.join(TEMPLATE_COLUMNS)})"
 SQLITE_POPULATE = (
-    "WITH RECURSIVE ids(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM ids WHERE i + 1 < ?) "
+    "WITH RECURSIVE ids(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM ids WHERE i + 1 < ?) "  # noqa: S608
     f"INSERT INTO customers ({_CUSTOMER_COLUMNS}) "
     "SELECT printf('c%08d', i), t.first_visit_on, t.last_visit_on, t.visit_days, "
     "t.purchases, t.refunds, t.purchase_amount, t.refund_amount, t.first_visit_amount, "
@@ -250,13 +259,14 @@ SQLITE_POPULATE = (
     f"strftime('%Y-%m-%d %H:%M:%S', ?, ({_FUTURE_MINUTES}) || ' minutes') || '.000000', ? "
     "FROM ids CROSS JOIN bench_templates AS t WHERE t.k = i % ?"
 )
+INSERT_TEMPLATE = "INSERT INTO bench_templates VALUES "
 PG_TEMPLATE_TABLE = (
     "CREATE TEMP TABLE bench_templates ("
     + ", ".join(f"{n} {t}" for n, t in zip(TEMPLATE_COLUMNS, PG_TEMPLATE_TYPES, strict=True))
     + ") ON COMMIT DROP"
 )
 PG_POPULATE = (
-    f"INSERT INTO customers ({_CUSTOMER_COLUMNS}) "
+    f"INSERT INTO customers ({_CUSTOMER_COLUMNS}) "  # noqa: S608 - constants only
     "SELECT 'c' || lpad(i::text, 8, '0'), t.first_visit_on, t.last_visit_on, t.visit_days, "
     "t.purchases, t.refunds, t.purchase_amount, t.refund_amount, t.first_visit_amount, "
     f"t.weekly::json, t.categories::json, ({_STORES})::json, 's' || (i % 50), "
@@ -267,21 +277,22 @@ PG_POPULATE = (
 
 
 def _sqlite_set_next_checks(minutes: str) -> str:
-    """Set the next check of customers i = 0, m, 2m, ... < n (params: m, m, n, clock)."""
+    """Set the next check of customers i = start, start + m, ... < stop
+    (params: start, m, m, stop, clock)."""
     return (
-        "WITH RECURSIVE ids(i) AS (SELECT 0 UNION ALL SELECT i + ? FROM ids WHERE i + ? < ?) "
-        "UPDATE customers SET next_check_at = "  # noqa: S608 - constant expressions only
+        "WITH RECURSIVE ids(i) AS (SELECT ? UNION ALL SELECT i + ? FROM ids WHERE i + ? < ?) "  # noqa: S608
+        "UPDATE customers SET next_check_at = "
         f"strftime('%Y-%m-%d %H:%M:%S', ?, ({minutes}) || ' minutes') || '.000000' "
         "FROM ids WHERE customers.customer_id = printf('c%08d', ids.i)"
     )
 
 
 def _pg_set_next_checks(minutes: str) -> str:
-    """The same for PostgreSQL (params: m, n, clock)."""
+    """The same for PostgreSQL (params: start, stop, m, clock)."""
     return (
         "UPDATE customers SET next_check_at = "  # noqa: S608 - constant expressions only
-        f"$3::timestamptz + make_interval(mins => {minutes}) "
-        "FROM generate_series(0, $2::int - 1, $1::int) AS g(i) "
+        f"$4::timestamptz + make_interval(mins => {minutes}) "
+        "FROM generate_series($1::int, $2::int - 1, $3::int) AS g(i) "
         "WHERE customers.customer_id = 'c' || lpad(g.i::text, 8, '0')"
     )
 
@@ -294,20 +305,33 @@ SET_NEXT_CHECKS = {
 }
 
 
-def _params(connection: Connection, modulus: int, customers_count: int) -> tuple[Any, ...]:
+# Customers whose next check a reset transaction changes at most: one UPDATE of 100,000
+# scattered rows took SQLite's page cache (and this process) about 400 MiB past its
+# cache_size, which would then hide what the sweeps themselves need.
+RESET_CHUNK = 10_000
+
+
+def set_next_checks(
+    connection: Connection, *, kind: str, modulus: int, start: int, stop: int
+) -> None:
+    """Customers i in [start, stop) with i % modulus == 0 (start is a multiple) due at the
+    clock (kind "due") or back to their populated next check ("future")."""
+    sql = SET_NEXT_CHECKS[(connection.dialect.name, kind)]
     if connection.dialect.name == "postgresql":
-        return (modulus, customers_count, CLOCK)
-    return (modulus, modulus, customers_count, CLOCK.strftime("%Y-%m-%d %H:%M:%S"))
+        connection.exec_driver_sql(sql, (start, stop, modulus, CLOCK))
+    else:
+        clock = CLOCK.strftime("%Y-%m-%d %H:%M:%S")
+        connection.exec_driver_sql(sql, (start, modulus, modulus, stop, clock))
 
 
 def populate(connection: Connection, count: int) -> None:
     """Every customer, with its next check after the clock; SQL only, nothing per row here."""
     templates = make_templates(CLOCK.date())
     updated_at = CLOCK - timedelta(days=1)
-    marks = ", ".join(f"${i + 1}" for i in range(len(TEMPLATE_COLUMNS)))
     if connection.dialect.name == "postgresql":
+        marks = ", ".join(f"${i + 1}" for i in range(len(TEMPLATE_COLUMNS)))
         connection.exec_driver_sql(PG_TEMPLATE_TABLE)
-        connection.exec_driver_sql(f"INSERT INTO bench_templates VALUES ({marks})", templates)
+        connection.exec_driver_sql(INSERT_TEMPLATE + f"({marks})", templates)
         connection.exec_driver_sql(PG_POPULATE, (count, CLOCK, updated_at, TEMPLATES))
         return
     rows = [
@@ -316,7 +340,7 @@ def populate(connection: Connection, count: int) -> None:
     ]
     marks = ", ".join("?" * len(TEMPLATE_COLUMNS))
     connection.exec_driver_sql(SQLITE_TEMPLATE_TABLE)
-    connection.exec_driver_sql(f"INSERT INTO bench_templates VALUES ({marks})", rows)
+    connection.exec_driver_sql(INSERT_TEMPLATE + f"({marks})", rows)
     connection.exec_driver_sql(
         SQLITE_POPULATE,
         (count, CLOCK.strftime("%Y-%m-%d %H:%M:%S"), sqlite_timestamp(updated_at), TEMPLATES),
@@ -326,23 +350,31 @@ def populate(connection: Connection, count: int) -> None:
 
 def count_due(connection: Connection) -> int:
     """Customers due at the clock (an index range count)."""
+    sql = "SELECT count(*) FROM customers WHERE next_check_at <= "
     if connection.dialect.name == "postgresql":
-        sql, clock = "SELECT count(*) FROM customers WHERE next_check_at <= $1", CLOCK
-    else:
-        sql, clock = "SELECT count(*) FROM customers WHERE next_check_at <= ?", CLOCK_TEXT
-    return int(connection.exec_driver_sql(sql, (clock,)).scalar_one())
+        return int(connection.exec_driver_sql(sql + "$1", (CLOCK,)).scalar_one())
+    return int(connection.exec_driver_sql(sql + "?", (CLOCK_TEXT,)).scalar_one())
 
 
-def reset(connection: Connection, previous: int | None, modulus: int, count: int) -> int:
-    """Back to the populated state with customers i % modulus == 0 due; returns how many
-    are due (the previous run's due customers go back to their first next check)."""
-    dialect = connection.dialect.name
-    if previous is not None:
-        sql = SET_NEXT_CHECKS[(dialect, "future")]
-        connection.exec_driver_sql(sql, _params(connection, previous, count))
-    connection.exec_driver_sql(
-        SET_NEXT_CHECKS[(dialect, "due")], _params(connection, modulus, count)
-    )
+async def reset(
+    transactions: TransactionRunner, previous: int | None, modulus: int, count: int
+) -> int:
+    """Back to the populated state with customers i % modulus == 0 due, and no alerts;
+    returns how many are due (the previous run's due customers get their first next check
+    back). At most RESET_CHUNK customers per transaction."""
+    for kind, step in (("future", previous), ("due", modulus)):
+        if step is None:
+            continue
+        for start in range(0, count, step * RESET_CHUNK):
+            stop = min(count, start + step * RESET_CHUNK)
+            await transactions.run(
+                functools.partial(set_next_checks, kind=kind, modulus=step, start=start, stop=stop)
+            )
+    return await transactions.run(clear_alerts)
+
+
+def clear_alerts(connection: Connection) -> int:
+    """Delete every alert and alert event; returns how many customers are due."""
     connection.exec_driver_sql("DELETE FROM alert_events")
     connection.exec_driver_sql("DELETE FROM alerts")
     return count_due(connection)
@@ -438,7 +470,7 @@ class Run:
     batches: int
     alerts: int
     alert_events: int
-    recheck_due: int
+    recheck_due: int  # found by a second sweep at the same clock, plus still counted due
     recheck_seconds: float
     rss_before_kib: int
     peak_kib: int
@@ -457,11 +489,13 @@ class Run:
 class DatabaseResult:
     name: str
     title: str
+    batch_size: int = 0
     populate_seconds: float = 0.0
     size_mib: float = 0.0
     populate_rss_before_kib: int = 0
     populate_peak_kib: int = 0
     populate_rss_after_kib: int = 0
+    rss_after_sweeps_kib: int = 0
     explain: list[str] = field(default_factory=list)
     runs: list[Run] = field(default_factory=list)
     rules: dict[str, int] = field(default_factory=dict)
@@ -479,82 +513,69 @@ class Plan:
     breakdown: bool
 
 
-PHASES = (
-    "claim query",
-    "evaluate",
-    "  of which scoring",
-    "save next checks",
-    "write alerts",
-    "commit + hand-off",
-)
+STEPS = ("claim query", "evaluate", "save next checks", "write alerts")
+SCORING = "  of which scoring"
+HAND_OFF = "commit + hand-off"
 
 
 async def phase_breakdown(
     transactions: TransactionRunner, evaluator: Evaluator, batch_size: int
 ) -> dict[str, float]:
     """The steps of `sweep`'s batches, timed one by one (same functions, same order)."""
-    totals = dict.fromkeys(PHASES, 0.0)
+    totals = dict.fromkeys((*STEPS[:2], SCORING, *STEPS[2:], HAND_OFF), 0.0)
     while True:
 
-        def one_batch(connection: Connection) -> tuple[int, list[float], Any]:
-            t0 = time.perf_counter()
+        def one_batch(connection: Connection) -> tuple[int, list[float], float]:
+            marks = [time.perf_counter()]
             states = customers.claim_due(connection, CLOCK, batch_size)
-            t1 = time.perf_counter()
+            marks.append(time.perf_counter())
             changes = evaluator.evaluate(connection, states, CLOCK)
-            t2 = time.perf_counter()
+            marks.append(time.perf_counter())
             customers.save_next_checks(connection, states)
-            t3 = time.perf_counter()
+            marks.append(time.perf_counter())
             evaluator.write(connection, changes)
-            t4 = time.perf_counter()
-            return len(states), [t1 - t0, t2 - t1, t3 - t2, t4 - t3], states
+            marks.append(time.perf_counter())
+            steps = [after - before for before, after in itertools.pairwise(marks)]
+            return len(states), steps, time_scoring(connection, states, evaluator)
 
-        start = time.perf_counter()
-        done, parts, states = await transactions.run(one_batch)
-        outer = time.perf_counter() - start
-        for name, seconds in zip(
-            ("claim query", "evaluate", "save next checks", "write alerts"), parts, strict=True
-        ):
+        started = time.perf_counter()
+        done, steps, scoring_seconds = await transactions.run(one_batch)
+        outer = time.perf_counter() - started
+        for name, seconds in zip(STEPS, steps, strict=True):
             totals[name] += seconds
-        totals["commit + hand-off"] += outer - sum(parts)
-        totals["  of which scoring"] += time_scoring(states, evaluator)
+        totals[SCORING] += scoring_seconds
+        totals[HAND_OFF] += outer - sum(steps) - scoring_seconds
         if done < batch_size:
             return totals
 
 
-def time_scoring(states: Sequence[Any], evaluator: Evaluator) -> float:
-    """score_many + quiet_until on already-claimed states, as `evaluate` calls them."""
+def time_scoring(connection: Connection, states: Sequence[Any], evaluator: Evaluator) -> float:
+    """score_many + quiet_until again on the claimed states, as `evaluate` calls them."""
     if not states:
         return 0.0
-    policy, model = evaluator._policy.body, evaluator._model
-    start = time.perf_counter()
+    current, model = evaluator.context(connection)
+    policy = current.body
+    value = scoring.ValueSettings(policy.value.horizon_days, policy.value.annual_discount_rate)
+    started = time.perf_counter()
     scoring.score_many(
-        states,
-        model.params,
-        CLOCK.date(),
-        policy.horizon_days,
-        spend=model.spend,
-        value=scoring.ValueSettings(policy.value.horizon_days, policy.value.annual_discount_rate),
+        states, model.params, CLOCK.date(), policy.horizon_days, spend=model.spend, value=value
     )
     threshold = policy.rules.inactivity.score_threshold
     if threshold is not None:
         scoring.quiet_until(states, model.params, CLOCK.date(), policy.horizon_days, threshold)
-    return time.perf_counter() - start
-
-
-def database_size_mib(result: DatabaseResult, sqlite_path: Path | None, url: str) -> float:
-    if sqlite_path is not None:
-        files = [sqlite_path, sqlite_path.with_name(sqlite_path.name + "-wal")]
-        return sum(f.stat().st_size for f in files if f.exists()) / MIB / MIB
-    size = asyncio.run(postgres_command(url, "SELECT pg_database_size(current_database())"))
-    return int(size) / MIB / MIB
+    return time.perf_counter() - started
 
 
 async def measure(
-    result: DatabaseResult, settings: Settings, plan: Plan, memory: Memory, vacuum: Callable[[], Any]
+    result: DatabaseResult,
+    settings: Settings,
+    plan: Plan,
+    memory: Memory,
+    vacuum: Callable[[], Awaitable[None]],
 ) -> None:
     engine = create_engine(settings)
     transactions = TransactionRunner(engine, settings)
-    batch_size = settings.sweep_batch_size
+    batch_size = result.batch_size = settings.sweep_batch_size
     count = plan.customers
     try:
         await upgrade(engine)
@@ -568,7 +589,7 @@ async def measure(
         print(
             f"[{result.name}] populated {count:,} customers in {result.populate_seconds:.1f} s "
             f"(SQL only); peak RSS {mib(result.populate_peak_kib)} MiB "
-            f"(+{mib(result.populate_peak_kib - result.populate_rss_before_kib)}), "
+            f"({growth(result.populate_peak_kib - result.populate_rss_before_kib)}), "
             f"RSS after {mib(result.populate_rss_after_kib)} MiB",
             flush=True,
         )
@@ -581,43 +602,17 @@ async def measure(
         for repetition in range(1, plan.repetitions + 1):
             for fraction in plan.fractions:
                 modulus = round(1 / fraction)
-                due = await transactions.run(
-                    lambda connection, p=previous, m=modulus: reset(connection, p, m, count)
-                )
+                due = await reset(transactions, previous, modulus, count)
                 await vacuum()
                 previous = modulus
-                rss_before = memory.begin()
-                started = time.perf_counter()
-                swept = await sweep(transactions, evaluator, lambda: CLOCK, batch_size=batch_size)
-                seconds = time.perf_counter() - started
-                peak = memory.peak()
-                started = time.perf_counter()
-                recheck = await sweep(transactions, evaluator, lambda: CLOCK, batch_size=batch_size)
-                recheck_seconds = time.perf_counter() - started
-                still_due = await transactions.run(count_due)
-                alerts, events = await transactions.run(alert_counts)
-                if modulus == 100 and not result.rules:
-                    result.rules = await transactions.run(alerts_by_rule)
-                run = Run(
-                    fraction,
-                    due,
-                    seconds,
-                    swept.customers,
-                    swept.batches,
-                    alerts,
-                    events,
-                    recheck.customers + still_due,
-                    recheck_seconds,
-                    rss_before,
-                    peak,
-                )
+                run = await timed_sweep(transactions, evaluator, batch_size, memory, fraction, due)
                 result.runs.append(run)
                 print(f"  run {repetition} {format_run(run)}", flush=True)
+                if modulus == 100 and not result.rules:
+                    result.rules = await transactions.run(alerts_by_rule)
+        result.rss_after_sweeps_kib = rss_kib()
         if plan.breakdown:
-            modulus = round(1 / 0.01)
-            await transactions.run(
-                lambda connection, p=previous: reset(connection, p, modulus, count)
-            )
+            await reset(transactions, previous, 100, count)
             await vacuum()
             result.phases = await phase_breakdown(transactions, evaluator, batch_size)
     finally:
@@ -625,21 +620,57 @@ async def measure(
         await engine.dispose()
 
 
+async def timed_sweep(
+    transactions: TransactionRunner,
+    evaluator: Evaluator,
+    batch_size: int,
+    memory: Memory,
+    fraction: float,
+    due: int,
+) -> Run:
+    rss_before = memory.begin()
+    started = time.perf_counter()
+    swept = await sweep(transactions, evaluator, lambda: CLOCK, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    peak = memory.peak()
+    started = time.perf_counter()
+    recheck = await sweep(transactions, evaluator, lambda: CLOCK, batch_size=batch_size)
+    recheck_seconds = time.perf_counter() - started
+    still_due = await transactions.run(count_due)
+    alerts, events = await transactions.run(alert_counts)
+    return Run(
+        fraction=fraction,
+        due=due,
+        seconds=seconds,
+        swept=swept.customers,
+        batches=swept.batches,
+        alerts=alerts,
+        alert_events=events,
+        recheck_due=recheck.customers + still_due,
+        recheck_seconds=recheck_seconds,
+        rss_before_kib=rss_before,
+        peak_kib=peak,
+    )
+
+
 def print_explain(result: DatabaseResult) -> None:
     kind = "EXPLAIN" if result.name == "postgres" else "EXPLAIN QUERY PLAN"
     print(f"[{result.name}] {kind} of the claim query (claim_due):")
     for line in result.explain:
         print(f"    {line}")
-    uses = any("ix_customers_next_check_at" in line for line in result.explain)
-    print(f"  uses index ix_customers_next_check_at: {'yes' if uses else 'NO'}", flush=True)
+    print(f"  uses index ix_customers_next_check_at: {uses_index(result)}", flush=True)
+
+
+def uses_index(result: DatabaseResult) -> str:
+    return "yes" if any("ix_customers_next_check_at" in line for line in result.explain) else "NO"
 
 
 def format_run(run: Run) -> str:
     recheck = f"recheck {run.recheck_due} due ({run.recheck_seconds * 1000:.0f} ms)"
     return (
         f"{run.due:>8,} due  {run.seconds:7.3f} s  {run.per_s:>8,.0f}/s  "
-        f"{run.batches:>4} batches  {run.alerts:>7,} alerts  {recheck}  "
-        f"RSS {mib(run.rss_before_kib)} -> peak {mib(run.peak_kib)} MiB"
+        f"{run.batches:>4} batches  {run.alerts:>7,} alerts  {run.alert_events:>7,} events  "
+        f"{recheck}  RSS {mib(run.rss_before_kib)} -> peak {mib(run.peak_kib)} MiB"
     )
 
 
@@ -653,25 +684,31 @@ def run_database(name: str, plan: Plan, memory: Memory, workdir: Path) -> Databa
         url = plan.postgres_url
         title = "PostgreSQL"
     result = DatabaseResult(name, title)
-    print(f"[{name}] {title}", flush=True)
     try:
         if sqlite_path is None:
             asyncio.run(reset_postgres(url))
-            version = asyncio.run(postgres_command(url, "SELECT current_setting('server_version')"))
-            result.title = f"PostgreSQL {version}"
+            version = asyncio.run(postgres_value(url, "SHOW server_version"))
+            buffers = asyncio.run(postgres_value(url, "SHOW shared_buffers"))
+            result.title = f"PostgreSQL {str(version).split()[0]} (shared_buffers {buffers})"
     except (OSError, ValueError, asyncpg.PostgresError) as exc:
         result.skipped = f"{type(exc).__name__}: {exc}".splitlines()[0]
         print(f"  ! {name} skipped: {result.skipped}", flush=True)
         return result
+    print(f"[{name}] {result.title}", flush=True)
 
     async def vacuum() -> None:
         if sqlite_path is None:
-            await postgres_command(url, "VACUUM ANALYZE customers, alerts, alert_events")
+            await postgres_execute(url, "VACUUM ANALYZE customers, alerts, alert_events")
 
     settings = Settings(database_url=url, sqlite_synchronous=plan.synchronous)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(measure(result, settings, plan, memory, vacuum))
-    result.size_mib = database_size_mib(result, sqlite_path, url)
+    if sqlite_path is not None:
+        files = [sqlite_path, sqlite_path.with_name(sqlite_path.name + "-wal")]
+        result.size_mib = sum(f.stat().st_size for f in files if f.exists()) / MIB / MIB
+    else:
+        size = asyncio.run(postgres_value(url, "SELECT pg_database_size(current_database())"))
+        result.size_mib = int(size) / MIB / MIB
     return result
 
 
@@ -688,6 +725,28 @@ HEADERS = [
     "RSS before",
     "peak RSS (+delta) MiB",
 ]
+
+
+def app_revision() -> str:
+    """The commit the measured code comes from (and whether app/ differs from it)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, check=True
+        ).stdout.decode()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "app", "migrations"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.strip() + (" + uncommitted changes in app/" if dirty.strip() else "")
+
+
+def batch_sizes(results: Sequence[DatabaseResult]) -> str:
+    return "/".join(sorted({str(r.batch_size) for r in results if r.batch_size})) or "-"
 
 
 def median(values: Sequence[float]) -> float:
@@ -715,7 +774,7 @@ def report_rows(results: Sequence[DatabaseResult], plan: Plan) -> list[list[str]
                     f"{median([run.alerts for run in runs]):,.0f}",
                     str(max(run.recheck_due for run in runs)),
                     mib(rss),
-                    f"{mib(peak)} (+{mib(peak - rss)})",
+                    f"{mib(peak)} ({growth(peak - rss)})",
                 ]
             )
     return rows
@@ -743,8 +802,8 @@ def print_report(results: Sequence[DatabaseResult], plan: Plan, memory: Memory) 
     print(
         f"Sweep benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; {plan.customers:,} customers, clock "
-        f"{CLOCK:%Y-%m-%d %H:%M} UTC, batch size {Settings().sweep_batch_size}; "
-        f"medians of {plan.repetitions} run(s)"
+        f"{CLOCK:%Y-%m-%d %H:%M} UTC, sweep batch size {batch_sizes(results)}; "
+        f"medians of {plan.repetitions} run(s); app at {app_revision()}"
     )
     for result in results:
         if result.skipped is None:
@@ -766,17 +825,21 @@ def print_report(results: Sequence[DatabaseResult], plan: Plan, memory: Memory) 
         before = result.populate_rss_before_kib
         print(
             f"  {result.name} population: RSS before {mib(before)}, peak "
-            f"{mib(result.populate_peak_kib)} (+{mib(result.populate_peak_kib - before)}), "
+            f"{mib(result.populate_peak_kib)} ({growth(result.populate_peak_kib - before)}), "
             f"RSS after {mib(result.populate_rss_after_kib)}"
         )
-        first, last = result.runs[0], result.runs[-1]
-        peak = max(run.peak_kib for run in result.runs)
+        largest = max(result.runs, key=lambda run: run.peak_kib - run.rss_before_kib)
         print(
-            f"  {result.name} sweeps: RSS before the first {mib(first.rss_before_kib)}, "
-            f"peak over all sweeps {mib(peak)} (+{mib(peak - first.rss_before_kib)}), "
-            f"RSS after the last {mib(last.rss_before_kib)}"
+            f"  {result.name} sweeps: RSS before the first {mib(result.runs[0].rss_before_kib)}"
+            f", after the last {mib(result.rss_after_sweeps_kib)}; largest growth within one "
+            f"sweep {growth(largest.peak_kib - largest.rss_before_kib)} ({largest.due:,} due, "
+            f"peak {mib(largest.peak_kib)})"
         )
-    print(f"  process peak over the whole run: {mib(memory.peak())}")
+    memory.peak()
+    print(
+        f"  process peak over the whole run: {mib(memory.lifetime_peak)} "
+        "(with the population and the resets between runs)"
+    )
     for result in results:
         if result.rules:
             rules = ", ".join(f"{rule} {n:,}" for rule, n in sorted(result.rules.items()))
