@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -35,8 +36,14 @@ REFRESH_OPEN_ALERTS = timedelta(days=7)
 class Verdict:
     firing: bool
     score: float  # how far the rule is crossed: 0 (not at all) to 1
-    evidence: dict[str, Any]
+    # The numbers behind the answer, built only when an alert needs them: most evaluations
+    # (every event, every sweep) fire nothing, and formatting evidence was half their cost.
+    explain: Callable[[], dict[str, Any]]
     changes_on: date | None = None  # when the answer can change without new events
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        return self.explain()
 
 
 @dataclass(slots=True)
@@ -139,8 +146,9 @@ def _inactivity(
     as_of: date,
     crossing: date | None,
 ) -> Verdict:
-    assert state.last_visit_on is not None
-    silent = max((as_of - state.last_visit_on).days, 0)
+    last = state.last_visit_on
+    assert last is not None
+    silent = max((as_of - last).days, 0)
     gap = mean_gap_days(state)
     by_score = rule.score_threshold is not None and (
         scores.p_no_purchase_within >= rule.score_threshold
@@ -152,25 +160,32 @@ def _inactivity(
     firing = silent >= rule.min_days and (by_score or by_gap)
     changes: list[date | None] = []
     if not firing:
-        earliest = state.last_visit_on + timedelta(days=rule.min_days)
+        earliest = last + timedelta(days=rule.min_days)
         if gap_limit is not None:
-            changes.append(state.last_visit_on + timedelta(days=gap_limit))
+            changes.append(last + timedelta(days=gap_limit))
         if rule.score_threshold is not None and crossing is not None:
             changes.append(max(crossing, earliest))
-    expected_next = None if gap is None else state.last_visit_on + timedelta(days=round(gap))
-    evidence = {
-        "last_visit_on": state.last_visit_on.isoformat(),
-        "days_since_last_visit": silent,
-        "mean_gap_days": None if gap is None else round(gap, 1),
-        "expected_next_visit_on": expected_next and expected_next.isoformat(),
-        "p_no_purchase_within": round(scores.p_no_purchase_within, 4),
-        "horizon_days": policy.horizon_days,
-        "p_alive": round(scores.p_alive, 4),
-        "score_threshold": rule.score_threshold,
-        "gap_limit_days": gap_limit,
-        "triggered_by": [name for name, hit in (("score", by_score), ("gap", by_gap)) if hit],
-    }
-    return Verdict(firing, scores.p_no_purchase_within, evidence, _earliest(changes, as_of))
+    expected_next = None if gap is None else last + timedelta(days=round(gap))
+
+    def explain() -> dict[str, Any]:
+        return {
+            "last_visit_on": last.isoformat(),
+            "days_since_last_visit": silent,
+            "mean_gap_days": None if gap is None else round(gap, 1),
+            "expected_next_visit_on": expected_next and expected_next.isoformat(),
+            "p_no_purchase_within": round(scores.p_no_purchase_within, 4),
+            "horizon_days": policy.horizon_days,
+            "p_alive": round(scores.p_alive, 4),
+            "score_threshold": rule.score_threshold,
+            "gap_limit_days": gap_limit,
+            "triggered_by": [name for name, hit in (("score", by_score), ("gap", by_gap)) if hit],
+        }
+
+    return Verdict(firing, scores.p_no_purchase_within, explain, _earliest(changes, as_of))
+
+
+def _no_baseline() -> dict[str, Any]:
+    return {"reason": "not enough baseline yet"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +213,7 @@ def _windows(
     known_weeks = recent_from - baseline_from
     if known_weeks * 2 < rule.baseline_weeks:
         known_on = week_start(first_week + rule.recent_weeks + math.ceil(rule.baseline_weeks / 2))
-        return Verdict(False, 0.0, {"reason": "not enough baseline yet"}, known_on)
+        return Verdict(False, 0.0, _no_baseline, known_on)
     recent, baseline = [0, 0], [0, 0]
     squares = 0
     in_windows = False
@@ -229,18 +244,21 @@ def _frequency_drop(rule: FrequencyDrop, totals: _Totals | Verdict) -> Verdict:
     p_value = _fall_p_value(recent, rule.recent_weeks, baseline, baseline_weeks, dispersion)
     # Complete silence is the inactivity rule's to report, not a drop in frequency.
     firing = recent > 0 and ratio <= rule.max_ratio and p_value <= rule.max_p_value
-    evidence = {
-        "recent_weeks": rule.recent_weeks,
-        "baseline_weeks": baseline_weeks,
-        "recent_visits": recent,
-        "baseline_visits": baseline,
-        "recent_visits_per_week": round(recent_rate, 3),
-        "baseline_visits_per_week": round(baseline_rate, 3),
-        "ratio": round(ratio, 3),
-        "dispersion": round(dispersion, 3),
-        "p_value": round(p_value, 6),
-    }
-    return Verdict(firing, max(0.0, 1.0 - ratio), evidence, totals.changes_on)
+
+    def explain() -> dict[str, Any]:
+        return {
+            "recent_weeks": rule.recent_weeks,
+            "baseline_weeks": baseline_weeks,
+            "recent_visits": recent,
+            "baseline_visits": baseline,
+            "recent_visits_per_week": round(recent_rate, 3),
+            "baseline_visits_per_week": round(baseline_rate, 3),
+            "ratio": round(ratio, 3),
+            "dispersion": round(dispersion, 3),
+            "p_value": round(p_value, 6),
+        }
+
+    return Verdict(firing, max(0.0, 1.0 - ratio), explain, totals.changes_on)
 
 
 # Regular customers vary less from week to week than a Poisson process would; their
@@ -283,16 +301,19 @@ def _spend_drop(rule: SpendDrop, totals: _Totals | Verdict) -> Verdict:
     enough = recent >= rule.min_recent_visits and baseline >= rule.min_baseline_visits
     ratio = recent_per_visit / baseline_per_visit if baseline_per_visit > 0 else 1.0
     firing = enough and ratio <= rule.max_ratio
-    evidence = {
-        "recent_weeks": rule.recent_weeks,
-        "baseline_weeks": baseline_weeks,
-        "recent_visits": recent,
-        "baseline_visits": baseline,
-        "recent_spend_per_visit": round(recent_per_visit, 2),
-        "baseline_spend_per_visit": round(baseline_per_visit, 2),
-        "ratio": round(ratio, 3),
-    }
-    return Verdict(firing, max(0.0, min(1.0, 1.0 - ratio)), evidence, totals.changes_on)
+
+    def explain() -> dict[str, Any]:
+        return {
+            "recent_weeks": rule.recent_weeks,
+            "baseline_weeks": baseline_weeks,
+            "recent_visits": recent,
+            "baseline_visits": baseline,
+            "recent_spend_per_visit": round(recent_per_visit, 2),
+            "baseline_spend_per_visit": round(baseline_per_visit, 2),
+            "ratio": round(ratio, 3),
+        }
+
+    return Verdict(firing, max(0.0, min(1.0, 1.0 - ratio)), explain, totals.changes_on)
 
 
 def _category_lapse(state: CustomerState, rule: CategoryLapse, as_of: date) -> Verdict:
@@ -331,8 +352,12 @@ def _category_lapse(state: CustomerState, rule: CategoryLapse, as_of: date) -> V
                 }
             )
     score = len(lapsed) / habitual if habitual else 0.0
-    evidence = {"lapsed": lapsed, "habitual_categories": habitual}
-    return Verdict(bool(lapsed), score, evidence, _earliest(changes, as_of))
+    return Verdict(
+        bool(lapsed),
+        score,
+        lambda: {"lapsed": lapsed, "habitual_categories": habitual},
+        _earliest(changes, as_of),
+    )
 
 
 def _earliest(days: list[date | None], as_of: date) -> date | None:
@@ -346,10 +371,12 @@ def _next_check(
     """The earliest day something can change, spread over that day's hours by customer so
     that a week's boundary does not make every customer due in the same second."""
     candidates = [day for day in days if day is not None]
-    moments = [
-        datetime.combine(day, time(), UTC) + timedelta(hours=_spread(customer_id))
-        for day in candidates
-    ]
+    moments = []
+    if candidates:
+        earliest = min(candidates)
+        moments.append(
+            datetime.combine(earliest, time(), UTC) + timedelta(hours=_spread(customer_id))
+        )
     if has_open_alerts:
         moments.append(now + REFRESH_OPEN_ALERTS)
     if not moments:
