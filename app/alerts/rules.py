@@ -8,6 +8,7 @@ at a customer exactly when something can have happened, and at nobody else.
 
 from __future__ import annotations
 
+import enum
 import math
 import zlib
 from collections.abc import Callable
@@ -27,6 +28,15 @@ from app.policy.schemas import (
     SpendDrop,
 )
 from app.scoring.service import Scores
+
+
+class Unknown(enum.Enum):
+    """A value that was not worked out (cheaper to leave to the sweeper)."""
+
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
 
 # An open alert's numbers are refreshed at least this often, even if nothing else is due.
 REFRESH_OPEN_ALERTS = timedelta(days=7)
@@ -63,11 +73,12 @@ def evaluate(
     policy: PolicyBody,
     now: datetime,
     *,
-    inactivity_crossing: date | None,
+    inactivity_crossing: date | Unknown | None,
     has_open_alerts: bool,
 ) -> Evaluation:
     """Apply every enabled rule. `inactivity_crossing` is the day the defection score would
-    reach the inactivity threshold with no purchase (from `scoring.quiet_until`)."""
+    reach the inactivity threshold with no purchase (from `scoring.quiet_until`; None: not
+    within two years), or UNKNOWN when it was not worked out."""
     as_of = now.date()
     excluded = _excluded(state, policy)
     value = scores.value_at_risk if scores else 0.0
@@ -103,6 +114,11 @@ def evaluate(
         checks.append(loyal_from)
     evaluation.next_check_at = _next_check(state.customer_id, checks, now, has_open_alerts)
     return evaluation
+
+
+def may_defect(state: CustomerState, policy: PolicyBody) -> bool:
+    """Whether the customer has the visits to count as loyal (now, or once tenure comes)."""
+    return state.first_visit_on is not None and state.visit_days >= policy.loyalty.min_visits
 
 
 def severity_of(value_at_risk: float, policy: PolicyBody) -> Severity:
@@ -144,7 +160,7 @@ def _inactivity(
     rule: Inactivity,
     policy: PolicyBody,
     as_of: date,
-    crossing: date | None,
+    crossing: date | Unknown | None,
 ) -> Verdict:
     last = state.last_visit_on
     assert last is not None
@@ -163,7 +179,9 @@ def _inactivity(
         earliest = last + timedelta(days=rule.min_days)
         if gap_limit is not None:
             changes.append(last + timedelta(days=gap_limit))
-        if rule.score_threshold is not None and crossing is not None:
+        if rule.score_threshold is not None and crossing is UNKNOWN:
+            changes.append(earliest)  # the first day it could fire; the sweeper looks closer
+        elif rule.score_threshold is not None and isinstance(crossing, date):
             changes.append(max(crossing, earliest))
     expected_next = None if gap is None else last + timedelta(days=round(gap))
 

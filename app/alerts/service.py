@@ -68,17 +68,43 @@ class Evaluator:
         return self._policy, self._model
 
     def evaluate(
-        self, connection: Connection, states: Sequence[CustomerState], now: datetime
+        self,
+        connection: Connection,
+        states: Sequence[CustomerState],
+        now: datetime,
+        *,
+        find_crossings: bool = False,
     ) -> AlertChanges:
-        """Decide every customer's alerts and set their `next_check_at`; write nothing yet."""
+        """Decide every customer's alerts and set their `next_check_at`; write nothing yet.
+
+        Only customers who could defect (enough visits to be loyal, now or with tenure) or
+        who have an unresolved alert are scored: for the others nothing can happen before
+        their next visit. `find_crossings` also works out the day each customer's defection
+        score would reach the inactivity threshold (a bisection: the sweeper does it, for a
+        whole batch at once); without it the next check is the first day the rule could
+        fire at all, and the sweeper finds the exact day then.
+        """
         changes = AlertChanges()
         if not states:
             return changes
         current, model = self.context(connection)
         policy = current.body
         as_of = now.date()
+        open_alerts: dict[tuple[str, str], AlertRow] = {
+            (alert.customer_id, alert.rule): alert
+            for alert in repository.unresolved(connection, [s.customer_id for s in states])
+        }
+        open_customers = {customer for customer, _ in open_alerts}
+        candidates = []
+        for state in states:
+            if state.customer_id in open_customers or rules.may_defect(state, policy):
+                candidates.append(state)
+            else:
+                state.next_check_at = None
+        if not candidates:
+            return changes
         scores = scoring.score_many(
-            states,
+            candidates,
             model.params,
             as_of,
             policy.horizon_days,
@@ -88,23 +114,19 @@ class Evaluator:
             ),
         )
         threshold = policy.rules.inactivity.score_threshold
-        crossings: list[date | None] = [None] * len(states)
-        if policy.rules.inactivity.enabled and threshold is not None:
+        crossings: list[date | None] = [None] * len(candidates)
+        known = find_crossings and policy.rules.inactivity.enabled and threshold is not None
+        if known and threshold is not None:
             crossings = scoring.quiet_until(
-                states, model.params, as_of, policy.horizon_days, threshold
+                candidates, model.params, as_of, policy.horizon_days, threshold
             )
-        open_alerts: dict[tuple[str, str], AlertRow] = {
-            (alert.customer_id, alert.rule): alert
-            for alert in repository.unresolved(connection, [s.customer_id for s in states])
-        }
-        open_customers = {customer for customer, _ in open_alerts}
-        for state, score, crossing in zip(states, scores, crossings, strict=True):
+        for state, score, crossing in zip(candidates, scores, crossings, strict=True):
             evaluation = rules.evaluate(
                 state,
                 score,
                 policy,
                 now,
-                inactivity_crossing=crossing,
+                inactivity_crossing=crossing if known else rules.UNKNOWN,
                 has_open_alerts=state.customer_id in open_customers,
             )
             state.next_check_at = evaluation.next_check_at
@@ -217,7 +239,7 @@ async def sweep(
 
         def one_batch(connection: Connection, now: datetime = now) -> int:
             states = customers.claim_due(connection, now, batch_size)
-            changes = evaluator.evaluate(connection, states, now)
+            changes = evaluator.evaluate(connection, states, now, find_crossings=True)
             customers.save_next_checks(connection, states)
             evaluator.write(connection, changes)
             return len(states)
