@@ -9,6 +9,8 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from app.alerts.endpoints import router as alerts_router
+from app.alerts.queries import purge_feed
 from app.alerts.service import Evaluator, SweepResult, sweep
 from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
@@ -81,6 +83,13 @@ def create_app(
                     transactions, now=utcnow(), ttl=settings.idempotency_key_ttl
                 ),
             )
+            jobs.start(
+                settings.housekeeping_interval,
+                "purge-alert-feed",
+                lambda: transactions.run(
+                    lambda c: purge_feed(c, utcnow(), settings.alert_feed_retention)
+                ),
+            )
         if settings.refit_interval.total_seconds() > 0:
             jobs.start(
                 settings.refit_interval,
@@ -128,6 +137,7 @@ def create_app(
     app.include_router(keys_router)
     app.include_router(customers_router)
     app.include_router(policy_router)
+    app.include_router(alerts_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

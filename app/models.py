@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     Float,
@@ -194,7 +195,7 @@ class Alert(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     customer_id: Mapped[str] = mapped_column(String(128), index=True)
     rule: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16))  # open, resolved
+    status: Mapped[str] = mapped_column(String(16))  # open, acknowledged, snoozed, resolved
     severity: Mapped[str] = mapped_column(String(8))  # low, medium, high
     score: Mapped[float] = mapped_column(Float)
     value_at_risk: Mapped[Decimal] = mapped_column(Money)
@@ -204,7 +205,17 @@ class Alert(Base):
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # customer_returned, condition_cleared or policy_changed (automatic), or the outcome
+    # a person chose: won_back, lost, not_a_defection, not_worth_retaining
     resolution: Mapped[str | None] = mapped_column(String(32))
+    # The work of people on the alert (NULL until they do it)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(100))
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(String(64))  # why the customer left
+    note: Mapped[str | None] = mapped_column(String(2000))
+    contact_channel: Mapped[str | None] = mapped_column(String(32))
 
 
 class AlertEvent(Base):
@@ -217,6 +228,18 @@ class AlertEvent(Base):
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
     customer_id: Mapped[str] = mapped_column(String(128))
-    type: Mapped[str] = mapped_column(String(32))  # alert.opened, alert.updated, alert.resolved
+    # alert.opened, .updated, .acknowledged, .snoozed, .resolved
+    type: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str | None] = mapped_column(String(100))  # NULL: the service itself
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class AlertFeedState(Base):
+    """One row: the newest sequence number purged from `alert_events` (retention), so that a
+    poller whose cursor is older can be told to resynchronise instead of missing events."""
+
+    __tablename__ = "alert_feed_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purged_through: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))

@@ -22,6 +22,12 @@ PROTECTED = [
     ("GET", "/v1/customers/card-1", "read", {}),
     ("GET", "/v1/policy", "manage", {}),
     ("PUT", "/v1/policy", "manage", {"json": {}}),
+    ("GET", "/v1/alerts", "read", {}),
+    ("GET", "/v1/alerts/changes", "read", {}),
+    ("GET", "/v1/alerts/999999", "read", {}),
+    ("POST", "/v1/alerts/999999/acknowledge", "read", {"json": {}}),
+    ("POST", "/v1/alerts/999999/snooze", "read", {"json": {"until": "2099-01-01T00:00:00Z"}}),
+    ("POST", "/v1/alerts/999999/resolve", "read", {"json": {"outcome": "not_a_defection"}}),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 
@@ -33,7 +39,12 @@ def test_every_route_is_listed_here() -> None:
     public = {"/healthz", "/readyz", "/metrics"}
     paths = orjson.loads(render_openapi())["paths"]
     routes = {
-        (method.upper(), path.replace("{key_id}", "999999").replace("{customer_id}", "card-1"))
+        (
+            method.upper(),
+            path.replace("{key_id}", "999999")
+            .replace("{customer_id}", "card-1")
+            .replace("{alert_id}", "999999"),
+        )
         for path, operations in paths.items()
         for method in operations
         if path not in public

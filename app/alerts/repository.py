@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 
 from app.models import Alert, AlertEvent
 
@@ -36,6 +36,13 @@ class AlertRow:
     updated_at: datetime
     resolved_at: datetime | None
     resolution: str | None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    snoozed_until: datetime | None = None
+    resolved_by: str | None = None
+    reason: str | None = None
+    note: str | None = None
+    contact_channel: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The alert as JSON, as it goes into the change feed and the API."""
@@ -52,16 +59,53 @@ class AlertRow:
             "policy_version": self.policy_version,
             "opened_at": self.opened_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
-            "resolved_at": self.resolved_at and self.resolved_at.isoformat(),
+            "resolved_at": _iso(self.resolved_at),
             "resolution": self.resolution,
+            "acknowledged_at": _iso(self.acknowledged_at),
+            "acknowledged_by": self.acknowledged_by,
+            "snoozed_until": _iso(self.snoozed_until),
+            "resolved_by": self.resolved_by,
+            "reason": self.reason,
+            "note": self.note,
+            "contact_channel": self.contact_channel,
         }
 
 
-_COLUMNS = [_alerts.c[name] for name in AlertRow.__slots__]
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
-def _row(values: Any) -> AlertRow:
+COLUMNS = [_alerts.c[name] for name in AlertRow.__slots__]
+
+
+def to_alert(values: Any) -> AlertRow:
     return AlertRow(**{name: values[i] for i, name in enumerate(AlertRow.__slots__)})
+
+
+def get(connection: Connection, alert_id: int) -> AlertRow | None:
+    row = connection.execute(select(*COLUMNS).where(_alerts.c.id == alert_id)).first()
+    return None if row is None else to_alert(row)
+
+
+def save_workflow(connection: Connection, alert: AlertRow) -> None:
+    """Write what people change on an alert (the evaluation writes the rest)."""
+    connection.execute(
+        update(_alerts)
+        .where(_alerts.c.id == alert.id)
+        .values(
+            status=alert.status,
+            updated_at=alert.updated_at,
+            acknowledged_at=alert.acknowledged_at,
+            acknowledged_by=alert.acknowledged_by,
+            snoozed_until=alert.snoozed_until,
+            resolved_at=alert.resolved_at,
+            resolved_by=alert.resolved_by,
+            resolution=alert.resolution,
+            reason=alert.reason,
+            note=alert.note,
+            contact_channel=alert.contact_channel,
+        )
+    )
 
 
 def unresolved(connection: Connection, customer_ids: Sequence[str]) -> list[AlertRow]:
@@ -70,30 +114,49 @@ def unresolved(connection: Connection, customer_ids: Sequence[str]) -> list[Aler
     ids = sorted(set(customer_ids))
     for start in range(0, len(ids), 900):  # below SQLite's bound-parameter limit
         chunk = ids[start : start + 900]
-        query = select(*_COLUMNS).where(
+        query = select(*COLUMNS).where(
             _alerts.c.customer_id.in_(chunk), _alerts.c.resolved_at.is_(None)
         )
-        found.extend(_row(values) for values in connection.execute(query))
+        found.extend(to_alert(values) for values in connection.execute(query))
     return found
 
 
 def for_customer(connection: Connection, customer_id: str, limit: int = 50) -> list[AlertRow]:
     query = (
-        select(*_COLUMNS)
+        select(*COLUMNS)
         .where(_alerts.c.customer_id == customer_id)
         .order_by(_alerts.c.opened_at.desc(), _alerts.c.id.desc())
         .limit(limit)
     )
-    return [_row(values) for values in connection.execute(query)]
+    return [to_alert(values) for values in connection.execute(query)]
+
+
+def manually_resolved(
+    connection: Connection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], datetime]:
+    """For (customer, rule) pairs: when a person last resolved such an alert."""
+    found: dict[tuple[str, str], datetime] = {}
+    customers = sorted({customer for customer, _ in pairs})
+    for start in range(0, len(customers), 900):
+        query = (
+            select(_alerts.c.customer_id, _alerts.c.rule, func.max(_alerts.c.resolved_at))
+            .where(
+                _alerts.c.customer_id.in_(customers[start : start + 900]),
+                _alerts.c.resolved_by.is_not(None),
+            )
+            .group_by(_alerts.c.customer_id, _alerts.c.rule)
+        )
+        found.update(((c, r), at) for c, r, at in connection.execute(query) if at is not None)
+    return found
 
 
 def insert_alerts(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[AlertRow]:
     if not rows:
         return []
     result = connection.execute(
-        insert(_alerts).returning(*_COLUMNS, sort_by_parameter_order=True), list(rows)
+        insert(_alerts).returning(*COLUMNS, sort_by_parameter_order=True), list(rows)
     )
-    return [_row(values) for values in result]
+    return [to_alert(values) for values in result]
 
 
 def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
@@ -112,6 +175,7 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
             updated_at=bindparam("new_updated_at"),
             resolved_at=bindparam("new_resolved_at"),
             resolution=bindparam("new_resolution"),
+            snoozed_until=bindparam("new_snoozed_until"),
         )
     )
     connection.execute(
@@ -127,6 +191,7 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
                 "new_updated_at": alert.updated_at,
                 "new_resolved_at": alert.resolved_at,
                 "new_resolution": alert.resolution,
+                "new_snoozed_until": alert.snoozed_until,
             }
             for alert in alerts
         ],
@@ -134,7 +199,10 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
 
 
 def record_events(
-    connection: Connection, events: Sequence[tuple[str, AlertRow]], now: datetime
+    connection: Connection,
+    events: Sequence[tuple[str, AlertRow]],
+    now: datetime,
+    actor: str | None = None,
 ) -> None:
     """Append (type, alert) changes to the feed, numbered in commit order."""
     if not events:
@@ -149,6 +217,7 @@ def record_events(
                 "customer_id": alert.customer_id,
                 "type": kind,
                 "occurred_at": now,
+                "actor": actor,
                 "data": alert.snapshot(),
             }
             for kind, alert in events

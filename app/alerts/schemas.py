@@ -1,19 +1,24 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.policy.schemas import Rule, Severity
+
+Status = Literal["open", "acknowledged", "snoozed", "resolved"]
+Outcome = Literal["won_back", "lost", "not_a_defection", "not_worth_retaining"]
+Channel = Literal["phone", "email", "sms", "in_store", "letter", "other"]
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
 
 
 class AlertOut(BaseModel):
     id: int
     customer_id: str
     rule: Rule
-    status: Literal["open", "resolved"]
+    status: Status
     severity: Severity = Field(description="From the value at risk and the policy's levels")
     score: float = Field(description="How far the rule is crossed, from 0 to 1")
     value_at_risk: Decimal = Field(description="Discounted expected future value")
@@ -25,5 +30,76 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
     resolution: str | None = Field(
         description="customer_returned, condition_cleared or policy_changed when resolved "
-        "automatically"
+        "automatically; the outcome when a person resolved it"
     )
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    snoozed_until: datetime | None = None
+    resolved_by: str | None = None
+    reason: str | None = Field(default=None, description="Why the customer left (or came back)")
+    note: str | None = None
+    contact_channel: str | None = None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+    has_more: bool
+
+
+class AlertEventOut(BaseModel):
+    seq: int = Field(description="Commit-ordered: follow the feed with after=<last seq>")
+    type: Literal[
+        "alert.opened", "alert.updated", "alert.acknowledged", "alert.snoozed", "alert.resolved"
+    ]
+    alert_id: int
+    customer_id: str
+    occurred_at: datetime
+    actor: str | None = Field(description="Who did it; null when the service did")
+    alert: AlertOut = Field(description="The alert as it was after the change")
+
+
+class AlertChanges(BaseModel):
+    events: list[AlertEventOut]
+    next_cursor: int = Field(description="The `after` of the next poll")
+    has_more: bool
+
+
+class CustomerSummary(BaseModel):
+    customer_id: str
+    first_visit_on: date | None
+    last_visit_on: date | None
+    visit_days: int
+    home_store: str | None
+    segment: str | None
+    net_spend: Decimal
+
+
+class AlertDetail(BaseModel):
+    alert: AlertOut
+    customer: CustomerSummary | None
+    history: list[AlertEventOut] = Field(description="Every change of the alert, oldest first")
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    by: Actor | None = Field(default=None, description="Who does it (default: the API key's name)")
+
+
+class AcknowledgeIn(_Action):
+    pass
+
+
+class SnoozeIn(_Action):
+    until: AwareDatetime = Field(description="When the alert comes back to the open queue")
+
+
+class ResolveIn(_Action):
+    outcome: Outcome
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        description="Required for won_back and lost: one of the configured reasons",
+    )
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    channel: Channel | None = Field(default=None, description="How the customer was contacted")

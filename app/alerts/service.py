@@ -129,7 +129,11 @@ class Evaluator:
                 inactivity_crossing=crossing if known else rules.UNKNOWN,
                 has_open_alerts=state.customer_id in open_customers,
             )
-            state.next_check_at = evaluation.next_check_at
+            state.next_check_at = _with_snoozes(
+                evaluation.next_check_at,
+                [open_alerts.get((state.customer_id, rule)) for rule in RULES],
+                now,
+            )
             for rule in RULES:
                 _decide(
                     changes,
@@ -141,6 +145,8 @@ class Evaluator:
                     current.version,
                     now,
                 )
+        if changes.opened:
+            _spare_resolved_lapses(connection, changes, {s.customer_id: s for s in candidates})
         return changes
 
     def write(self, connection: Connection, changes: AlertChanges) -> None:
@@ -186,8 +192,13 @@ def _decide(
                 }
             )
             return
-        # Still firing: refresh the numbers; only a change of severity is news to announce.
+        # Still firing: refresh the numbers; a change of severity is news to announce, and so
+        # is the end of a snooze (the alert is back in the open queue).
         kind = "alert.updated" if alert.severity != evaluation.severity else None
+        if alert.status == "snoozed" and (
+            alert.snoozed_until is None or alert.snoozed_until <= now
+        ):
+            alert.status, alert.snoozed_until, kind = "open", None, "alert.updated"
         alert.severity, alert.score, alert.value_at_risk = evaluation.severity, verdict.score, value
         alert.evidence, alert.updated_at = verdict.evidence, now
         changes.changed.append((kind, alert))
@@ -209,6 +220,38 @@ def _decide(
     if verdict is not None:
         alert.evidence = verdict.evidence
     changes.changed.append(("alert.resolved", alert))
+
+
+def _with_snoozes(
+    next_check: datetime | None, alerts: Sequence[AlertRow | None], now: datetime
+) -> datetime | None:
+    """The next check, brought forward to the end of a snooze (the alert reopens then)."""
+    ends = [
+        alert.snoozed_until
+        for alert in alerts
+        if alert is not None and alert.status == "snoozed" and alert.snoozed_until is not None
+    ]
+    moments = [moment for moment in (next_check, *ends) if moment is not None]
+    return max(min(moments), now) if moments else None
+
+
+def _spare_resolved_lapses(
+    connection: Connection, changes: AlertChanges, states: dict[str, CustomerState]
+) -> None:
+    """Do not reopen what a person resolved: after someone closed a customer's alert (won
+    back, lost, not a defection...), the same rule opens a new one only once the customer
+    has visited since, and lapsed again."""
+    pairs = [(str(row["customer_id"]), str(row["rule"])) for row in changes.opened]
+    resolved = repository.manually_resolved(connection, pairs)
+    if not resolved:
+        return
+
+    def still_new(row: dict[str, object]) -> bool:
+        at = resolved.get((str(row["customer_id"]), str(row["rule"])))
+        last = states[str(row["customer_id"])].last_visit_on
+        return at is None or (last is not None and last > at.date())
+
+    changes.opened = [row for row in changes.opened if still_new(row)]
 
 
 @dataclass(frozen=True, slots=True)

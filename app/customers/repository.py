@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Connection, Table, delete, or_, select, update
 
 from app.customers.state import CustomerState
 from app.kit.db import utcnow
@@ -146,6 +146,18 @@ def claim_due(connection: Connection, now: datetime, limit: int) -> list[Custome
             (sqlite_timestamp(now), limit),
         )
     return [_state(row) for row in result]
+
+
+def check_by(connection: Connection, customer_id: str, at: datetime) -> None:
+    """Make sure the customer is evaluated by `at` (say, when a snooze ends)."""
+    connection.execute(
+        update(_customers)
+        .where(
+            _customers.c.customer_id == customer_id,
+            or_(_customers.c.next_check_at.is_(None), _customers.c.next_check_at > at),
+        )
+        .values(next_check_at=at)
+    )
 
 
 def save_next_checks(connection: Connection, states: Sequence[CustomerState]) -> None:

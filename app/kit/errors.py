@@ -97,6 +97,10 @@ class Conflict(RadarError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class Gone(RadarError):
+    status, code, title = 410, "gone", "Gone"
+
+
 class PayloadTooLarge(RadarError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

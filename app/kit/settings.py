@@ -56,6 +56,27 @@ class Settings(BaseSettings):
     # stops coming sends no events); 0 turns it off. Alerts for silence open within this.
     sweep_interval: timedelta = timedelta(seconds=60)
     sweep_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    # Why customers leave: the reasons staff may give when they resolve an alert as won back
+    # or lost (a JSON list in the environment).
+    alert_reasons: list[str] = Field(
+        default=[
+            "price",
+            "staff_attitude",
+            "pressure_selling",
+            "service_quality",
+            "wait_time",
+            "product_availability",
+            "competitor_offer",
+            "moved_away",
+            "life_change",
+            "other",
+        ],
+        min_length=1,
+    )
+    # The scope that may acknowledge, snooze and resolve alerts.
+    alert_workflow_scope: Literal["read", "manage"] = "read"
+    # How long the alert change feed keeps events; older cursors get 410 and resynchronise.
+    alert_feed_retention: timedelta = timedelta(days=30)
     # A JSON policy stored as a new version at start when it differs from the current one.
     policy_file: Path | None = None
     # How often expired idempotency records are purged; 0 turns the loop off.

@@ -1,0 +1,159 @@
+"""Reading alerts: filtered pages with keyset cursors, the change feed, and its retention."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, cast
+
+import orjson
+from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_, update
+
+from app.alerts.repository import COLUMNS, AlertRow, to_alert
+from app.kit.errors import BadRequest, FieldError
+from app.models import Alert, AlertEvent, AlertFeedState
+
+_alerts = cast(Table, Alert.__table__)
+_events = cast(Table, AlertEvent.__table__)
+_feed_state = cast(Table, AlertFeedState.__table__)
+
+Sort = Literal["-value_at_risk", "value_at_risk", "-opened_at", "opened_at"]
+
+
+@dataclass(slots=True)
+class AlertFilter:
+    status: list[str] = field(default_factory=list)
+    rule: list[str] = field(default_factory=list)
+    severity: list[str] = field(default_factory=list)
+    store_id: list[str] = field(default_factory=list)
+    customer_id: str | None = None
+    min_value_at_risk: Decimal | None = None
+    opened_after: datetime | None = None
+    opened_before: datetime | None = None
+
+
+def page(
+    connection: Connection, filters: AlertFilter, sort: Sort, limit: int, cursor: str | None
+) -> tuple[list[AlertRow], str | None]:
+    """One page in `sort` order (ties by id), and the cursor of the next one, if any."""
+    column = _alerts.c[sort.lstrip("-")]
+    descending = sort.startswith("-")
+    query = select(*COLUMNS).where(*_conditions(filters))
+    if cursor is not None:
+        value, last_id = _decode(cursor, sort)
+        key = tuple_(column, _alerts.c.id)
+        query = query.where(key < (value, last_id) if descending else key > (value, last_id))
+    order = (column.desc(), _alerts.c.id.desc()) if descending else (column, _alerts.c.id)
+    rows = [to_alert(r) for r in connection.execute(query.order_by(*order).limit(limit + 1))]
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode(sort, getattr(last, sort.lstrip("-")), last.id)
+
+
+def _conditions(filters: AlertFilter) -> list[ColumnElement[bool]]:
+    c = _alerts.c
+    conditions: list[ColumnElement[bool]] = []
+    for name, values in (
+        ("status", filters.status),
+        ("rule", filters.rule),
+        ("severity", filters.severity),
+        ("store_id", filters.store_id),
+    ):
+        if values:
+            conditions.append(c[name].in_(values))
+    if filters.customer_id is not None:
+        conditions.append(c.customer_id == filters.customer_id)
+    if filters.min_value_at_risk is not None:
+        conditions.append(c.value_at_risk >= filters.min_value_at_risk)
+    if filters.opened_after is not None:
+        conditions.append(c.opened_at >= filters.opened_after)
+    if filters.opened_before is not None:
+        conditions.append(c.opened_at < filters.opened_before)
+    return conditions
+
+
+def _encode(sort: str, value: Any, last_id: int) -> str:
+    raw = orjson.dumps(
+        {"s": sort, "v": str(value) if isinstance(value, Decimal) else value, "i": last_id}
+    )
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(cursor: str, sort: str) -> tuple[Any, int]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != sort:
+            raise _bad_cursor("the cursor belongs to another sort order; start without one")
+        last_id = int(data["i"])
+        if sort.endswith("value_at_risk"):
+            return Decimal(data["v"]), last_id
+        return datetime.fromisoformat(data["v"]), last_id
+    except (ValueError, KeyError, TypeError, InvalidOperation, binascii.Error) as exc:
+        raise _bad_cursor("not a cursor this service issued") from exc
+
+
+def _bad_cursor(message: str) -> BadRequest:
+    return BadRequest(
+        "Invalid cursor: " + message + ".",
+        code="invalid_cursor",
+        errors=[FieldError(pointer="/query/cursor", code="invalid_cursor", message=message)],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    seq: int
+    type: str
+    alert_id: int
+    customer_id: str
+    occurred_at: datetime
+    actor: str | None
+    data: dict[str, Any]
+
+
+_FEED_COLUMNS = [
+    _events.c[name]
+    for name in ("seq", "type", "alert_id", "customer_id", "occurred_at", "actor", "data")
+]
+
+
+def purged_through(connection: Connection) -> int:
+    value = connection.execute(select(func.max(_feed_state.c.purged_through))).scalar_one()
+    return int(value or 0)
+
+
+def changes(connection: Connection, after: int, limit: int) -> list[FeedEvent]:
+    query = select(*_FEED_COLUMNS).where(_events.c.seq > after).order_by(_events.c.seq).limit(limit)
+    return [FeedEvent(*row) for row in connection.execute(query)]
+
+
+def history(connection: Connection, alert_id: int) -> list[FeedEvent]:
+    query = select(*_FEED_COLUMNS).where(_events.c.alert_id == alert_id).order_by(_events.c.seq)
+    return [FeedEvent(*row) for row in connection.execute(query)]
+
+
+def purge_feed(connection: Connection, now: datetime, retention: timedelta) -> int:
+    """Drop feed events older than the retention (the newest always stays, so the feed's
+    position is never lost), and remember the newest dropped for cursor checks."""
+    newest = connection.execute(select(func.max(_events.c.seq))).scalar_one()
+    if newest is None:
+        return 0
+    doomed = (_events.c.occurred_at < now - retention) & (_events.c.seq < newest)
+    through = connection.execute(select(func.max(_events.c.seq)).where(doomed)).scalar_one()
+    if through is None:
+        return 0
+    deleted = connection.execute(delete(_events).where(doomed)).rowcount
+    moved = connection.execute(
+        update(_feed_state).values(purged_through=func.max(_feed_state.c.purged_through, through))
+        if connection.dialect.name == "sqlite"
+        else update(_feed_state).values(
+            purged_through=func.greatest(_feed_state.c.purged_through, through)
+        )
+    ).rowcount
+    if not moved:
+        connection.execute(_feed_state.insert().values(id=1, purged_through=through))
+    return int(deleted)

@@ -1,0 +1,299 @@
+"""/v1/alerts: pages and filters, the change feed, and people working alerts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from app.alerts.queries import purge_feed
+from app.alerts.service import sweep
+from app.kit.auth import Scope
+from app.kit.settings import Settings
+from app.main import create_app
+from tests.conftest import Clock, Keys, _truncate, make_key
+from tests.test_alerts import post, visits, weekly
+
+pytestmark = pytest.mark.anyio
+
+# Four lapsed weekly customers, worth more or less, in two stores.
+CUSTOMERS = {"big": ("900", "north"), "mid": ("40", "north"), "small": ("5", "south")}
+
+
+async def lapse(client: httpx.AsyncClient, keys: Keys, clock: Clock) -> dict[str, dict[str, Any]]:
+    """Open one inactivity alert per customer; return them by customer."""
+    clock.set("2026-05-01T09:00:00+00:00")
+    for name, (amount, store) in CUSTOMERS.items():
+        events = visits(name, weekly(date(2026, 1, 5), 12), amount=amount)
+        for item in events:
+            item["store_id"] = store
+        await post(client, keys, events)
+    listed = (await client.get("/v1/alerts", headers=keys.read)).json()
+    return {alert["customer_id"]: alert for alert in listed["items"]}
+
+
+async def test_alerts_are_listed_by_value_at_risk_and_filtered(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await lapse(client, keys, clock)
+    assert set(alerts) == set(CUSTOMERS)
+    assert {a["severity"] for a in alerts.values()} == {"high", "medium", "low"}
+
+    async def ids(**params: Any) -> list[str]:
+        response = await client.get("/v1/alerts", params=params, headers=keys.read)
+        assert response.status_code == 200, response.text
+        return [alert["customer_id"] for alert in response.json()["items"]]
+
+    assert await ids() == ["big", "mid", "small"]  # the default: value at risk, highest first
+    assert await ids(sort="value_at_risk") == ["small", "mid", "big"]
+    assert await ids(store_id="north") == ["big", "mid"]
+    assert await ids(severity=["high", "low"]) == ["big", "small"]
+    assert await ids(customer_id="mid") == ["mid"]
+    assert await ids(rule="frequency_drop") == []
+    assert await ids(status="open") == ["big", "mid", "small"]
+    assert await ids(status="resolved") == []
+    threshold = float(alerts["mid"]["value_at_risk"])
+    assert await ids(min_value_at_risk=threshold) == ["big", "mid"]
+    assert await ids(opened_after="2026-05-01T09:00:00Z") == ["big", "mid", "small"]
+    assert await ids(opened_before="2026-05-01T09:00:00Z") == []
+
+
+async def test_cursor_pages_visit_every_alert_once_in_order(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    await lapse(client, keys, clock)
+    for sort in ("-value_at_risk", "value_at_risk", "-opened_at", "opened_at"):
+        seen: list[int] = []
+        cursor = None
+        for _ in range(5):
+            params: dict[str, Any] = {"limit": 1, "sort": sort}
+            if cursor:
+                params["cursor"] = cursor
+            body = (await client.get("/v1/alerts", params=params, headers=keys.read)).json()
+            seen += [alert["id"] for alert in body["items"]]
+            cursor = body["next_cursor"]
+            assert body["has_more"] is (cursor is not None)
+            if cursor is None:
+                break
+        everything = (
+            await client.get("/v1/alerts", params={"sort": sort}, headers=keys.read)
+        ).json()
+        assert seen == [alert["id"] for alert in everything["items"]]
+        assert len(seen) == 3
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "pointer"),
+    [
+        ({"cursor": "not-a-cursor"}, 400, "/query/cursor"),
+        ({"status": "sleeping"}, 422, "/query/status/0"),
+        ({"limit": 0}, 422, "/query/limit"),
+        ({"limit": 201}, 422, "/query/limit"),
+        ({"sort": "customer_id"}, 422, "/query/sort"),
+        ({"min_value_at_risk": "-1"}, 422, "/query/min_value_at_risk"),
+        ({"opened_after": "yesterday"}, 422, "/query/opened_after"),
+    ],
+)
+async def test_bad_list_parameters_are_refused_naming_them(
+    client: httpx.AsyncClient, keys: Keys, params: dict[str, Any], status: int, pointer: str
+) -> None:
+    response = await client.get("/v1/alerts", params=params, headers=keys.read)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pointer in {error["pointer"] for error in response.json()["errors"]}
+
+
+async def test_a_cursor_of_another_sort_is_refused(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    await lapse(client, keys, clock)
+    first = (await client.get("/v1/alerts", params={"limit": 1}, headers=keys.read)).json()
+    response = await client.get(
+        "/v1/alerts",
+        params={"limit": 1, "sort": "opened_at", "cursor": first["next_cursor"]},
+        headers=keys.read,
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_cursor"
+
+
+async def test_working_an_alert_records_who_did_what(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alert = (await lapse(client, keys, clock))["big"]
+    url = f"/v1/alerts/{alert['id']}"
+
+    acknowledged = await client.post(f"{url}/acknowledge", json={"by": "maria"}, headers=keys.read)
+    assert acknowledged.status_code == 200, acknowledged.text
+    assert (acknowledged.json()["status"], acknowledged.json()["acknowledged_by"]) == (
+        "acknowledged",
+        "maria",
+    )
+    again = await client.post(f"{url}/acknowledge", headers=keys.read)
+    assert again.status_code == 409
+    assert again.json()["code"] == "already_acknowledged"
+
+    past = await client.post(
+        f"{url}/snooze", json={"until": "2026-04-01T00:00:00Z"}, headers=keys.read
+    )
+    assert past.status_code == 422
+    assert {e["pointer"] for e in past.json()["errors"]} == {"/until"}
+    snoozed = await client.post(
+        f"{url}/snooze", json={"until": "2026-05-03T09:00:00Z"}, headers=keys.read
+    )
+    assert snoozed.json()["status"] == "snoozed"
+
+    no_reason = await client.post(f"{url}/resolve", json={"outcome": "lost"}, headers=keys.read)
+    assert no_reason.status_code == 422
+    assert {e["pointer"] for e in no_reason.json()["errors"]} == {"/reason"}
+    unknown = await client.post(
+        f"{url}/resolve", json={"outcome": "lost", "reason": "astrology"}, headers=keys.read
+    )
+    assert unknown.status_code == 422
+    assert (await client.get(url, headers=keys.read)).json()["alert"]["status"] == "snoozed"
+
+    resolved = await client.post(
+        f"{url}/resolve",
+        json={
+            "outcome": "lost",
+            "reason": "competitor_offer",
+            "note": "Moved to the rival's card.",
+            "channel": "phone",
+        },
+        headers=keys.read,
+    )
+    assert resolved.status_code == 200, resolved.text
+    body = resolved.json()
+    assert (body["status"], body["resolution"], body["reason"]) == (
+        "resolved",
+        "lost",
+        "competitor_offer",
+    )
+    assert (body["resolved_by"], body["contact_channel"]) == ("ops", "phone")  # the key's name
+    for action, payload in (("acknowledge", {}), ("snooze", {"until": "2027-01-01T00:00:00Z"})):
+        late = await client.post(f"{url}/{action}", json=payload, headers=keys.read)
+        assert late.status_code == 409
+        assert late.json()["code"] == "alert_resolved"
+
+    detail = (await client.get(url, headers=keys.read)).json()
+    assert detail["customer"]["customer_id"] == "big"
+    assert detail["customer"]["visit_days"] == 12
+    assert [(h["type"], h["actor"]) for h in detail["history"]] == [
+        ("alert.opened", None),
+        ("alert.acknowledged", "maria"),
+        ("alert.snoozed", "ops"),
+        ("alert.resolved", "ops"),
+    ]
+    assert (await client.get("/v1/alerts/999999", headers=keys.read)).status_code == 404
+    missing = await client.post("/v1/alerts/999999/acknowledge", headers=keys.read)
+    assert missing.status_code == 404
+
+
+async def test_a_snooze_ends_by_itself_and_a_resolved_lapse_is_not_reopened(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await lapse(client, keys, clock)
+    big, mid = alerts["big"], alerts["mid"]
+    until = datetime.fromisoformat("2026-05-03T09:00:00+00:00")
+    await client.post(
+        f"/v1/alerts/{big['id']}/snooze", json={"until": until.isoformat()}, headers=keys.read
+    )
+    await client.post(
+        f"/v1/alerts/{mid['id']}/resolve",
+        json={"outcome": "not_worth_retaining"},
+        headers=keys.read,
+    )
+
+    clock.set(until)
+    await sweep(app.state.transactions, app.state.evaluator, clock)
+    back = (await client.get(f"/v1/alerts/{big['id']}", headers=keys.read)).json()
+    assert back["alert"]["status"] == "open"
+    assert back["history"][-1]["type"] == "alert.updated"
+    # The resolved customer is still lapsed, but a person closed that lapse: no new alert.
+    clock.set(until + timedelta(days=30))
+    await sweep(app.state.transactions, app.state.evaluator, clock)
+    mids = (await client.get("/v1/alerts", params={"customer_id": "mid"}, headers=keys.read)).json()
+    assert [a["id"] for a in mids["items"]] == [mid["id"]]
+    # Until they come back and lapse again.
+    await post(client, keys, visits("mid", [date(2026, 5, 31)], tag="-back"))
+    clock.set(until + timedelta(days=120))
+    await sweep(app.state.transactions, app.state.evaluator, clock)
+    params = {"customer_id": "mid", "rule": "inactivity", "sort": "opened_at"}
+    mids = (await client.get("/v1/alerts", params=params, headers=keys.read)).json()
+    assert [(a["id"] == mid["id"], a["status"]) for a in mids["items"]] == [
+        (True, "resolved"),
+        (False, "open"),
+    ]
+
+
+async def test_the_feed_follows_every_change_in_order_with_etags_and_long_polls(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await lapse(client, keys, clock)
+    feed = await client.get("/v1/alerts/changes", headers=keys.read)
+    body = feed.json()
+    assert [e["type"] for e in body["events"]] == ["alert.opened"] * 3
+    seqs = [e["seq"] for e in body["events"]]
+    assert seqs == sorted(seqs)
+    cursor = body["next_cursor"]
+    assert cursor == seqs[-1]
+    assert body["has_more"] is False
+    page = await client.get("/v1/alerts/changes", params={"limit": 2}, headers=keys.read)
+    assert page.json()["has_more"] is True
+    assert page.json()["next_cursor"] == seqs[1]
+
+    idle = await client.get("/v1/alerts/changes", params={"after": cursor}, headers=keys.read)
+    assert idle.json()["events"] == []
+    etag = idle.headers["etag"]
+    unchanged = await client.get(
+        "/v1/alerts/changes", params={"after": cursor}, headers={**keys.read, "If-None-Match": etag}
+    )
+    assert unchanged.status_code == 304
+
+    async def acknowledge_soon() -> None:
+        await asyncio.sleep(0.3)
+        await client.post(f"/v1/alerts/{alerts['small']['id']}/acknowledge", headers=keys.read)
+
+    waited, _ = await asyncio.gather(
+        client.get("/v1/alerts/changes", params={"after": cursor, "wait": 5}, headers=keys.read),
+        acknowledge_soon(),
+    )
+    (event,) = waited.json()["events"]
+    assert (event["type"], event["alert_id"], event["actor"]) == (
+        "alert.acknowledged",
+        alerts["small"]["id"],
+        "ops",
+    )
+    assert event["seq"] > cursor
+    assert waited.headers["etag"] != etag
+
+    # Retention: once old events are purged, a cursor before them must resynchronise.
+    purged = await app.state.transactions.run(
+        lambda c: purge_feed(c, datetime(2030, 1, 1, tzinfo=clock().tzinfo), timedelta(days=30))
+    )
+    assert purged == 3  # the newest event is always kept
+    gone = await client.get("/v1/alerts/changes", params={"after": 0}, headers=keys.read)
+    assert gone.status_code == 410
+    assert gone.json()["code"] == "cursor_expired"
+    kept = await client.get("/v1/alerts/changes", params={"after": seqs[-1]}, headers=keys.read)
+    assert [e["seq"] for e in kept.json()["events"]] == [event["seq"]]
+
+
+async def test_the_workflow_scope_is_configurable(settings: Settings, clock: Clock) -> None:
+    app = create_app(settings.model_copy(update={"alert_workflow_scope": "manage"}), clock=clock)
+    async with LifespanManager(app):
+        await _truncate(app)
+        reader = await make_key(app, "ops", Scope.READ)
+        manager = await make_key(app, "lead", Scope.MANAGE)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
+            url = "/v1/alerts/999999/acknowledge"
+            refused = await client.post(url, headers={"Authorization": f"Bearer {reader}"})
+            assert refused.status_code == 403
+            allowed = await client.post(url, headers={"Authorization": f"Bearer {manager}"})
+            assert allowed.status_code == 404  # past the scope check: there is no such alert
