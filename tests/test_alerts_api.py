@@ -297,3 +297,107 @@ async def test_the_workflow_scope_is_configurable(settings: Settings, clock: Clo
             assert refused.status_code == 403
             allowed = await client.post(url, headers={"Authorization": f"Bearer {manager}"})
             assert allowed.status_code == 404  # past the scope check: there is no such alert
+
+
+async def test_a_poller_sees_every_change_once_in_order_under_concurrent_writers(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """Ingest, two sweepers and people working alerts all write the feed at once."""
+    from sqlalchemy import select
+
+    from app.models import AlertEvent
+
+    clock.set("2026-03-24T09:00:00+00:00")
+    days = weekly(date(2026, 1, 5), 12)
+    await post(client, keys, [e for n in range(60) for e in visits(f"s{n:02}", days)], size=600)
+    clock.set("2026-06-01T00:00:00+00:00")
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        cursor = 0
+        while True:
+            response = await client.get(
+                "/v1/alerts/changes", params={"after": cursor, "wait": 1}, headers=keys.read
+            )
+            body = response.json()
+            seen.extend(event["seq"] for event in body["events"])
+            cursor = body["next_cursor"]
+            if done.is_set() and not body["events"] and not body["has_more"]:
+                return
+
+    async def sweeper() -> None:
+        await sweep(app.state.transactions, app.state.evaluator, clock, batch_size=7)
+
+    async def lapsing_customers() -> None:  # evaluated at ingest: alerts open as they arrive
+        for n in range(0, 40, 4):
+            events = [e for m in range(n, n + 4) for e in visits(f"i{m:02}", days)]
+            await post(client, keys, events)
+
+    async def people() -> None:
+        for _ in range(20):
+            listed = (
+                await client.get(
+                    "/v1/alerts", params={"status": "open", "limit": 3}, headers=keys.read
+                )
+            ).json()
+            for alert in listed["items"]:
+                await client.post(f"/v1/alerts/{alert['id']}/acknowledge", headers=keys.read)
+            await asyncio.sleep(0.01)
+
+    poller = asyncio.create_task(poll())
+    await asyncio.gather(sweeper(), sweeper(), lapsing_customers(), people())
+    done.set()
+    await asyncio.wait_for(poller, timeout=30)
+
+    async with app.state.sessionmaker() as session:
+        stored = list(await session.scalars(select(AlertEvent.seq).order_by(AlertEvent.seq)))
+    assert len(stored) > 100
+    assert seen == stored  # every change, once, in commit order
+
+
+async def test_a_late_committing_transaction_cannot_slip_behind_a_cursor(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """Transaction A numbers its change first but commits late; B numbers its change after.
+    B must not become visible before A: a poller that saw B's seq would skip A's forever."""
+    from app.alerts.repository import get, record_events
+
+    alert = (await lapse(client, keys, clock))["big"]
+    cursor = (await client.get("/v1/alerts/changes", headers=keys.read)).json()["next_cursor"]
+    row = await app.state.transactions.read(lambda c: get(c, alert["id"]))
+    assert row is not None
+    a_numbered, a_may_commit, b_committed = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def transaction(
+        name: str, numbered: asyncio.Event | None, hold: asyncio.Event | None
+    ) -> None:
+        async with app.state.engine.begin() as connection:
+            await connection.run_sync(
+                lambda c: record_events(c, [("alert.updated", row)], clock(), actor=name)
+            )
+            if numbered is not None:
+                numbered.set()
+            if hold is not None:
+                await hold.wait()
+
+    a = asyncio.create_task(transaction("a", a_numbered, a_may_commit))
+    await a_numbered.wait()
+
+    async def b_then_flag() -> None:
+        await transaction("b", None, None)
+        b_committed.set()
+
+    b = asyncio.create_task(b_then_flag())
+    await asyncio.sleep(0.3)
+    assert not b_committed.is_set()  # B waits for A's commit
+    feed = (
+        await client.get("/v1/alerts/changes", params={"after": cursor}, headers=keys.read)
+    ).json()
+    assert feed["events"] == []
+    a_may_commit.set()
+    await asyncio.gather(a, b)
+    feed = (
+        await client.get("/v1/alerts/changes", params={"after": cursor}, headers=keys.read)
+    ).json()
+    assert [event["actor"] for event in feed["events"]] == ["a", "b"]

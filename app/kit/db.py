@@ -147,6 +147,10 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+# Execution option of connections that only read (SQLite then begins without the write lock).
+READ_ONLY = "radar_read_only"
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -165,8 +169,12 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
         # Take the write lock up front: a deferred transaction that reads and then writes
-        # can fail with SQLITE_BUSY when another connection committed in between.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # can fail with SQLITE_BUSY when another connection committed in between. Reads
+        # (TransactionRunner.read) begin deferred: in WAL mode they never wait for a writer.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class TransactionRunner:
@@ -203,7 +211,8 @@ class TransactionRunner:
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run read-only synchronous work on a pooled connection of the async engine."""
         async with self._engine.connect() as connection:
-            return await connection.run_sync(work)
+            reader = await connection.execution_options(**{READ_ONLY: True})
+            return await reader.run_sync(work)
 
     def _run_sync(self, work: Callable[[Connection], T]) -> T:
         assert self._sync_engine is not None
