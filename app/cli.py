@@ -114,7 +114,10 @@ def sweep() -> None:
     settings = get_settings()
     result = _with_transactions(
         lambda transactions: sweep_due(
-            transactions, Evaluator(), utcnow, batch_size=settings.sweep_batch_size
+            transactions,
+            Evaluator(escalate_after=settings.alert_escalate_after),
+            utcnow,
+            batch_size=settings.sweep_batch_size,
         )
     )
     click.echo(f"evaluated {result.customers} due customers in {result.batches} batches")

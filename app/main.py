@@ -61,7 +61,7 @@ def create_app(
         if settings.policy_file is not None:
             path = settings.policy_file
             await transactions.run(lambda c: policies.apply_file(c, path, utcnow()))
-        evaluator = Evaluator()
+        evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
         app.state.evaluator = evaluator
         writer = EventWriter(
             transactions,

@@ -216,6 +216,8 @@ class Alert(Base):
     reason: Mapped[str | None] = mapped_column(String(64))  # why the customer left
     note: Mapped[str | None] = mapped_column(String(2000))
     contact_channel: Mapped[str | None] = mapped_column(String(32))
+    # When nobody resolved an acknowledged alert in time and it was announced again.
+    escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AlertEvent(Base):

@@ -401,3 +401,26 @@ async def test_a_late_committing_transaction_cannot_slip_behind_a_cursor(
         await client.get("/v1/alerts/changes", params={"after": cursor}, headers=keys.read)
     ).json()
     assert [event["actor"] for event in feed["events"]] == ["a", "b"]
+
+
+async def test_an_acknowledged_alert_left_unresolved_is_escalated_once(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alert = (await lapse(client, keys, clock))["big"]
+    url = f"/v1/alerts/{alert['id']}"
+    acknowledged_at = clock()
+    await client.post(f"{url}/acknowledge", headers=keys.read)
+
+    async def sweep_at(when: datetime) -> list[str]:
+        clock.set(when)
+        await sweep(app.state.transactions, app.state.evaluator, clock)
+        return [h["type"] for h in (await client.get(url, headers=keys.read)).json()["history"]]
+
+    assert "alert.escalated" not in await sweep_at(acknowledged_at + timedelta(hours=47))
+    history = await sweep_at(acknowledged_at + timedelta(hours=48))
+    assert history[-1] == "alert.escalated"
+    detail = (await client.get(url, headers=keys.read)).json()["alert"]
+    assert detail["status"] == "acknowledged"
+    assert datetime.fromisoformat(detail["escalated_at"]) == clock()
+    later = await sweep_at(acknowledged_at + timedelta(days=10))
+    assert later.count("alert.escalated") == 1

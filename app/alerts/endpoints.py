@@ -203,7 +203,9 @@ async def _apply(request: Request, alert_id: int, change: workflow.Change) -> Al
     settings: Settings = request.app.state.settings
     now = request.app.state.clock()
     alert = await _transactions(request).run(
-        lambda connection: workflow.apply(connection, alert_id, change, now, settings.alert_reasons)
+        lambda connection: workflow.apply(
+            connection, alert_id, change, now, settings.alert_reasons, settings.alert_escalate_after
+        )
     )
     return _out(alert)
 

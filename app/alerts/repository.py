@@ -43,6 +43,7 @@ class AlertRow:
     reason: str | None = None
     note: str | None = None
     contact_channel: str | None = None
+    escalated_at: datetime | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The alert as JSON, as it goes into the change feed and the API."""
@@ -68,6 +69,7 @@ class AlertRow:
             "reason": self.reason,
             "note": self.note,
             "contact_channel": self.contact_channel,
+            "escalated_at": _iso(self.escalated_at),
         }
 
 
@@ -176,6 +178,7 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
             resolved_at=bindparam("new_resolved_at"),
             resolution=bindparam("new_resolution"),
             snoozed_until=bindparam("new_snoozed_until"),
+            escalated_at=bindparam("new_escalated_at"),
         )
     )
     connection.execute(
@@ -192,6 +195,7 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
                 "new_resolved_at": alert.resolved_at,
                 "new_resolution": alert.resolution,
                 "new_snoozed_until": alert.snoozed_until,
+                "new_escalated_at": alert.escalated_at,
             }
             for alert in alerts
         ],

@@ -39,6 +39,9 @@ class AlertOut(BaseModel):
     reason: str | None = Field(default=None, description="Why the customer left (or came back)")
     note: str | None = None
     contact_channel: str | None = None
+    escalated_at: datetime | None = Field(
+        default=None, description="When it was announced again for want of a resolution"
+    )
 
 
 class AlertPage(BaseModel):
@@ -50,7 +53,12 @@ class AlertPage(BaseModel):
 class AlertEventOut(BaseModel):
     seq: int = Field(description="Commit-ordered: follow the feed with after=<last seq>")
     type: Literal[
-        "alert.opened", "alert.updated", "alert.acknowledged", "alert.snoozed", "alert.resolved"
+        "alert.opened",
+        "alert.updated",
+        "alert.acknowledged",
+        "alert.snoozed",
+        "alert.escalated",
+        "alert.resolved",
     ]
     alert_id: int
     customer_id: str

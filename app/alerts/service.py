@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Connection, text
@@ -53,9 +53,10 @@ class Evaluator:
     version exists (one small query per transaction), so every replica follows a PUT at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, escalate_after: timedelta = timedelta(0)) -> None:
         self._policy = policies.DEFAULT_POLICY
         self._model = scoring.PRIOR_MODEL
+        self._escalate_after = escalate_after  # 0: never
 
     def context(
         self, connection: Connection
@@ -129,10 +130,11 @@ class Evaluator:
                 inactivity_crossing=crossing if known else rules.UNKNOWN,
                 has_open_alerts=state.customer_id in open_customers,
             )
-            state.next_check_at = _with_snoozes(
+            state.next_check_at = _with_alert_deadlines(
                 evaluation.next_check_at,
                 [open_alerts.get((state.customer_id, rule)) for rule in RULES],
                 now,
+                self._escalate_after,
             )
             for rule in RULES:
                 _decide(
@@ -144,6 +146,7 @@ class Evaluator:
                     open_alerts.get((state.customer_id, rule)),
                     current.version,
                     now,
+                    self._escalate_after,
                 )
         if changes.opened:
             _spare_resolved_lapses(connection, changes, {s.customer_id: s for s in candidates})
@@ -169,6 +172,7 @@ def _decide(
     alert: AlertRow | None,
     policy_version: int,
     now: datetime,
+    escalate_after: timedelta,
 ) -> None:
     verdict = evaluation.verdicts.get(rule)
     value = Decimal(str(score.value_at_risk)) if score else Decimal(0)
@@ -199,6 +203,8 @@ def _decide(
             alert.snoozed_until is None or alert.snoozed_until <= now
         ):
             alert.status, alert.snoozed_until, kind = "open", None, "alert.updated"
+        if escalation_due(alert, escalate_after, now):
+            alert.escalated_at, kind = now, "alert.escalated"  # acknowledged, then left
         alert.severity, alert.score, alert.value_at_risk = evaluation.severity, verdict.score, value
         alert.evidence, alert.updated_at = verdict.evidence, now
         changes.changed.append((kind, alert))
@@ -222,17 +228,34 @@ def _decide(
     changes.changed.append(("alert.resolved", alert))
 
 
-def _with_snoozes(
-    next_check: datetime | None, alerts: Sequence[AlertRow | None], now: datetime
+def escalation_due(alert: AlertRow, escalate_after: timedelta, now: datetime) -> bool:
+    return escalate_after > timedelta(0) and (
+        alert.status == "acknowledged"
+        and alert.escalated_at is None
+        and alert.acknowledged_at is not None
+        and alert.acknowledged_at + escalate_after <= now
+    )
+
+
+def _with_alert_deadlines(
+    next_check: datetime | None,
+    alerts: Sequence[AlertRow | None],
+    now: datetime,
+    escalate_after: timedelta,
 ) -> datetime | None:
-    """The next check, brought forward to the end of a snooze (the alert reopens then)."""
-    ends = [
-        alert.snoozed_until
-        for alert in alerts
-        if alert is not None and alert.status == "snoozed" and alert.snoozed_until is not None
-    ]
-    moments = [moment for moment in (next_check, *ends) if moment is not None]
-    return max(min(moments), now) if moments else None
+    """The next check, brought forward to the end of a snooze (the alert reopens then) and
+    to the escalation of an acknowledged alert nobody resolved."""
+    moments = [next_check]
+    for alert in alerts:
+        if alert is None:
+            continue
+        if alert.status == "snoozed":
+            moments.append(alert.snoozed_until)
+        if escalation_due(alert, escalate_after, datetime.max.replace(tzinfo=UTC)):
+            assert alert.acknowledged_at is not None
+            moments.append(alert.acknowledged_at + escalate_after)
+    known = [moment for moment in moments if moment is not None]
+    return max(min(known), now) if known else None
 
 
 def _spare_resolved_lapses(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import Connection, select
@@ -38,7 +38,12 @@ class Change:
 
 
 def apply(
-    connection: Connection, alert_id: int, change: Change, now: datetime, reasons: Sequence[str]
+    connection: Connection,
+    alert_id: int,
+    change: Change,
+    now: datetime,
+    reasons: Sequence[str],
+    escalate_after: timedelta = timedelta(0),
 ) -> AlertRow:
     alert = _lock(connection, alert_id)
     if alert.status == "resolved":
@@ -60,6 +65,8 @@ def apply(
             change.actor,
         )
         alert.snoozed_until = None
+        if escalate_after > timedelta(0):  # to announce it again if nobody resolves it
+            customers.check_by(connection, alert.customer_id, now + escalate_after)
         kind = "alert.acknowledged"
     elif change.action == "snooze":
         assert change.until is not None

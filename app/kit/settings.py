@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     )
     # The scope that may acknowledge, snooze and resolve alerts.
     alert_workflow_scope: Literal["read", "manage"] = "read"
+    # An acknowledged alert nobody resolves within this is announced again (alert.escalated);
+    # 0 turns escalation off.
+    alert_escalate_after: timedelta = timedelta(hours=48)
     # How long the alert change feed keeps events; older cursors get 410 and resynchronise.
     alert_feed_retention: timedelta = timedelta(days=30)
     # A JSON policy stored as a new version at start when it differs from the current one.

@@ -43,10 +43,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("reason", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("note", sa.String(length=2000), nullable=True))
         batch_op.add_column(sa.Column("contact_channel", sa.String(length=32), nullable=True))
+        batch_op.add_column(
+            sa.Column("escalated_at", app.kit.db.UTCDateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("alerts", schema=None) as batch_op:
+        batch_op.drop_column("escalated_at")
         batch_op.drop_column("contact_channel")
         batch_op.drop_column("note")
         batch_op.drop_column("reason")
