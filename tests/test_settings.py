@@ -33,3 +33,23 @@ def test_settings_come_from_radar_environment(monkeypatch: pytest.MonkeyPatch) -
     assert settings.max_future_skew.total_seconds() == 600
     assert settings.max_batch_events == 50
     assert Settings().database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_alert_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    monkeypatch.setenv("RADAR_ALERT_REASONS", '["price", "parking"]')
+    monkeypatch.setenv("RADAR_ALERT_ESCALATE_AFTER", "PT6H")
+    monkeypatch.setenv("RADAR_ALERT_FEED_RETENTION", "P30D")
+    monkeypatch.setenv("RADAR_ALERT_WORKFLOW_SCOPE", "manage")
+    settings = Settings()
+    assert settings.alert_reasons == ["price", "parking"]
+    assert settings.alert_escalate_after == timedelta(hours=6)
+    assert settings.alert_feed_retention == timedelta(days=30)
+    assert settings.alert_workflow_scope == "manage"
+
+
+def test_an_empty_reason_list_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADAR_ALERT_REASONS", "[]")
+    with pytest.raises(ValidationError, match="alert_reasons"):
+        Settings()
