@@ -30,6 +30,7 @@ from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
 from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
+from app.reports.endpoints import router as reports_router
 from app.scoring.service import refit
 
 API_DESCRIPTION = """
@@ -138,6 +139,7 @@ def create_app(
     app.include_router(customers_router)
     app.include_router(policy_router)
     app.include_router(alerts_router)
+    app.include_router(reports_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

@@ -28,6 +28,10 @@ PROTECTED = [
     ("POST", "/v1/alerts/999999/acknowledge", "read", {"json": {}}),
     ("POST", "/v1/alerts/999999/snooze", "read", {"json": {"until": "2099-01-01T00:00:00Z"}}),
     ("POST", "/v1/alerts/999999/resolve", "read", {"json": {"outcome": "not_a_defection"}}),
+    ("GET", "/v1/reports/defection-rate", "read", {}),
+    ("GET", "/v1/reports/reasons", "read", {}),
+    ("GET", "/v1/reports/response-times", "read", {}),
+    ("GET", "/v1/reports/value-at-risk", "read", {}),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 

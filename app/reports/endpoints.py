@@ -1,0 +1,169 @@
+"""/v1/reports: defection rate, reasons, response times and value at risk (JSON or CSV)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from app.kit.auth import ReadKey
+from app.kit.db import TransactionRunner
+from app.kit.errors import FieldError, ValidationFailed, problem_responses
+from app.policy import service as policies
+from app.reports import service
+from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, ValueRow
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problem_responses(422))
+CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with Accept: text/csv"}
+}
+MAX_SPAN = timedelta(days=3 * 366)
+T = TypeVar("T")
+
+From = Annotated[date | None, Query(alias="from", description="First day (default: see each)")]
+To = Annotated[date | None, Query(alias="to", description="Day after the last (default: tomorrow)")]
+
+
+class DefectionRateReport(BaseModel):
+    period: Period
+    start: date
+    end: date
+    rows: list[RateRow]
+
+
+class ReasonsReport(BaseModel):
+    start: date
+    end: date
+    rows: list[ReasonRow]
+
+
+class ResponseTimesReport(BaseModel):
+    start: date
+    end: date
+    rows: list[ResponseRow]
+
+
+class ValueAtRiskReport(BaseModel):
+    rows: list[ValueRow]
+
+
+@router.get(
+    "/defection-rate", summary="Loyal customers, defections and win-backs per period", responses=CSV
+)
+async def defection_rate(
+    request: Request,
+    _: ReadKey,
+    start: From = None,
+    end: To = None,
+    period: Period = "month",
+    by: Annotated[
+        str | None, Query(pattern="^store$", description="'store' to split by store")
+    ] = None,
+) -> Any:
+    first, last = _span(
+        request, start, end, timedelta(weeks=12) if period == "week" else timedelta(days=365)
+    )
+
+    def build(connection: Connection) -> list[RateRow]:
+        policy = policies.current(connection).body
+        return service.defection_rate(connection, policy, period, first, last, by == "store")
+
+    rows = await _read(request, build)
+    return _answer(
+        request,
+        rows,
+        RateRow,
+        lambda: DefectionRateReport(period=period, start=first, end=last, rows=rows),
+    )
+
+
+@router.get(
+    "/reasons",
+    summary="Why customers left: counts and value lost by reason and store",
+    responses=CSV,
+)
+async def reasons(
+    request: Request,
+    _: ReadKey,
+    start: From = None,
+    end: To = None,
+    store_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+) -> Any:
+    first, last = _span(request, start, end, timedelta(days=90))
+    rows = await _read(request, lambda c: service.reasons(c, first, last, store_id))
+    return _answer(
+        request, rows, ReasonRow, lambda: ReasonsReport(start=first, end=last, rows=rows)
+    )
+
+
+@router.get(
+    "/response-times",
+    summary="Hours from alert to acknowledgement and resolution, per store",
+    responses=CSV,
+)
+async def response_times(request: Request, _: ReadKey, start: From = None, end: To = None) -> Any:
+    first, last = _span(request, start, end, timedelta(days=90))
+    rows = await _read(request, lambda c: service.response_times(c, first, last))
+    return _answer(
+        request, rows, ResponseRow, lambda: ResponseTimesReport(start=first, end=last, rows=rows)
+    )
+
+
+@router.get(
+    "/value-at-risk", summary="Open alerts' value at risk by store and severity", responses=CSV
+)
+async def value_at_risk(request: Request, _: ReadKey) -> Any:
+    rows = await _read(request, service.value_at_risk)
+    return _answer(request, rows, ValueRow, lambda: ValueAtRiskReport(rows=rows))
+
+
+def _span(
+    request: Request, start: date | None, end: date | None, default: timedelta
+) -> tuple[date, date]:
+    last = end or request.app.state.clock().date() + timedelta(days=1)
+    first = start or last - default
+    if first >= last:
+        raise ValidationFailed(
+            "'from' must be before 'to'.",
+            errors=[
+                FieldError(pointer="/query/from", code="empty_span", message="must be before 'to'")
+            ],
+        )
+    if last - first > MAX_SPAN:
+        raise ValidationFailed(
+            "A report covers at most three years.",
+            errors=[
+                FieldError(
+                    pointer="/query/from",
+                    code="span_too_long",
+                    message="at most three years before 'to'",
+                )
+            ],
+        )
+    return first, last
+
+
+async def _read(request: Request, build: Callable[[Connection], T]) -> T:
+    transactions: TransactionRunner = request.app.state.transactions
+    return await transactions.read(build)
+
+
+def _answer(
+    request: Request, rows: Sequence[Any], row_type: type, report: Callable[[], BaseModel]
+) -> Any:
+    if "text/csv" not in request.headers.get("accept", ""):
+        return report()
+    buffer = io.StringIO()
+    names = [field.name for field in dataclasses.fields(row_type)]
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(names)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in dataclasses.astuple(row)])
+    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")

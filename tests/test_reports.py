@@ -1,0 +1,202 @@
+"""/v1/reports on a small chain whose numbers are worked out by hand below."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Clock, Keys
+from tests.test_alerts import post, visits, weekly
+
+pytestmark = pytest.mark.anyio
+
+
+async def chain(client: httpx.AsyncClient, keys: Keys, clock: Clock) -> dict[str, dict[str, Any]]:
+    """A, B (north) and C (south) visit every Monday from 2026-01-05 to 2026-03-23, then
+    stop; D (south) came three times only, so never counts as loyal. On 2026-05-01 09:00 the
+    three lapsed customers' alerts open (loyal since 2026-03-06: 4 visits, 60 days)."""
+    clock.set("2026-05-01T09:00:00+00:00")
+    for name, store, weeks in (
+        ("A", "north", 12),
+        ("B", "north", 12),
+        ("C", "south", 12),
+        ("D", "south", 3),
+    ):
+        events = visits(name, weekly(date(2026, 1, 5), weeks), amount="30")
+        for item in events:
+            item["store_id"] = store
+        await post(client, keys, events)
+    listed = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
+    return {alert["customer_id"]: alert for alert in listed}
+
+
+async def work(client: httpx.AsyncClient, keys: Keys, clock: Clock, alerts: dict[str, Any]) -> None:
+    """A: acknowledged after 2 h, won back after 24 h (price). B: acknowledged after 4 h,
+    lost after 48 h (competitor_offer). C: closed after 1 h as not a defection, no reason."""
+
+    async def act(when: str, customer: str, action: str, body: dict[str, Any]) -> None:
+        clock.set(when)
+        url = f"/v1/alerts/{alerts[customer]['id']}/{action}"
+        response = await client.post(url, json=body, headers=keys.read)
+        assert response.status_code == 200, response.text
+
+    await act("2026-05-01T10:00:00+00:00", "C", "resolve", {"outcome": "not_a_defection"})
+    await act("2026-05-01T11:00:00+00:00", "A", "acknowledge", {})
+    await act("2026-05-01T13:00:00+00:00", "B", "acknowledge", {})
+    await act(
+        "2026-05-02T09:00:00+00:00", "A", "resolve", {"outcome": "won_back", "reason": "price"}
+    )
+    await act(
+        "2026-05-03T09:00:00+00:00",
+        "B",
+        "resolve",
+        {"outcome": "lost", "reason": "competitor_offer"},
+    )
+
+
+async def test_defection_rate_per_month_and_store(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    await work(client, keys, clock, await chain(client, keys, clock))
+    params = {"from": "2026-03-01", "to": "2026-06-01", "period": "month"}
+    body = (await client.get("/v1/reports/defection-rate", params=params, headers=keys.read)).json()
+    rows = [
+        (r["period_start"], r["loyal_at_start"], r["defected"], r["won_back"], r["net"], r["rate"])
+        for r in body["rows"]
+    ]
+    assert rows == [
+        ("2026-03-01", 0, 0, 0, 0, None),  # tenure reached only on 03-06
+        ("2026-04-01", 3, 0, 0, 0, 0.0),
+        ("2026-05-01", 3, 3, 1, 2, 1.0),
+    ]
+    by_store = (
+        await client.get(
+            "/v1/reports/defection-rate", params={**params, "by": "store"}, headers=keys.read
+        )
+    ).json()
+    may = [
+        (r["store_id"], r["loyal_at_start"], r["defected"], r["won_back"], r["net"])
+        for r in by_store["rows"]
+        if r["period_start"] == "2026-05-01"
+    ]
+    assert may == [("north", 2, 2, 1, 1), ("south", 1, 1, 0, 1)]
+
+    weekly_rows = (
+        await client.get(
+            "/v1/reports/defection-rate",
+            params={"from": "2026-04-27", "to": "2026-05-04", "period": "week"},
+            headers=keys.read,
+        )
+    ).json()["rows"]
+    assert [(r["period_start"], r["defected"], r["won_back"]) for r in weekly_rows] == [
+        ("2026-04-27", 3, 1)
+    ]
+
+
+async def test_reasons_and_response_times(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await chain(client, keys, clock)
+    await work(client, keys, clock, alerts)
+    span = {"from": "2026-05-01", "to": "2026-06-01"}
+    reasons = (await client.get("/v1/reports/reasons", params=span, headers=keys.read)).json()[
+        "rows"
+    ]
+    assert [
+        (r["reason"], r["store_id"], r["outcome"], r["alerts"], Decimal(r["value_lost"]))
+        for r in reasons
+    ] == [
+        ("competitor_offer", "north", "lost", 1, Decimal(alerts["B"]["value_at_risk"])),
+        ("price", "north", "won_back", 1, Decimal(0)),
+    ]
+    south = (
+        await client.get(
+            "/v1/reports/reasons", params={**span, "store_id": "south"}, headers=keys.read
+        )
+    ).json()
+    assert south["rows"] == []  # C was closed without a reason
+
+    times = (await client.get("/v1/reports/response-times", params=span, headers=keys.read)).json()[
+        "rows"
+    ]
+    assert times == [
+        {
+            "store_id": "north",
+            "alerts": 2,
+            "acknowledged": 2,
+            "resolved_by_people": 2,
+            "median_hours_to_acknowledge": 3.0,  # 2 h and 4 h
+            "p90_hours_to_acknowledge": 3.8,  # 2 + 0.9 x (4 - 2)
+            "median_hours_to_resolve": 36.0,  # 24 h and 48 h
+            "p90_hours_to_resolve": 45.6,  # 24 + 0.9 x (48 - 24)
+        },
+        {
+            "store_id": "south",
+            "alerts": 1,
+            "acknowledged": 0,
+            "resolved_by_people": 1,
+            "median_hours_to_acknowledge": None,
+            "p90_hours_to_acknowledge": None,
+            "median_hours_to_resolve": 1.0,
+            "p90_hours_to_resolve": 1.0,
+        },
+    ]
+
+
+async def test_value_at_risk_of_open_alerts_and_csv(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await chain(client, keys, clock)
+    expected: dict[tuple[str, str], tuple[int, Decimal]] = {}
+    for alert in alerts.values():
+        count, total = expected.get((alert["store_id"], alert["severity"]), (0, Decimal(0)))
+        expected[(alert["store_id"], alert["severity"])] = (
+            count + 1,
+            total + Decimal(alert["value_at_risk"]),
+        )
+    rows = (await client.get("/v1/reports/value-at-risk", headers=keys.read)).json()["rows"]
+    assert {
+        (r["store_id"], r["severity"]): (r["alerts"], Decimal(r["value_at_risk"])) for r in rows
+    } == expected
+    assert sum(r["alerts"] for r in rows) == 3
+
+    csv = await client.get("/v1/reports/value-at-risk", headers={**keys.read, "Accept": "text/csv"})
+    assert csv.headers["content-type"].startswith("text/csv")
+    lines = csv.text.splitlines()
+    assert lines[0] == "store_id,severity,alerts,value_at_risk"
+    assert len(lines) == 1 + len(rows)
+
+    params = {"from": "2026-03-01", "to": "2026-06-01"}
+    rate_csv = await client.get(
+        "/v1/reports/defection-rate", params=params, headers={**keys.read, "Accept": "text/csv"}
+    )
+    assert rate_csv.text.splitlines() == [
+        "period_start,period_end,store_id,loyal_at_start,defected,won_back,net,rate",
+        "2026-03-01,2026-04-01,,0,0,0,0,",
+        "2026-04-01,2026-05-01,,3,0,0,0,0.0",
+        "2026-05-01,2026-06-01,,3,3,0,3,1.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "pointer"),
+    [
+        ("/v1/reports/defection-rate", {"from": "2026-05-01", "to": "2026-05-01"}, "/query/from"),
+        ("/v1/reports/defection-rate", {"from": "2020-01-01", "to": "2026-01-01"}, "/query/from"),
+        ("/v1/reports/defection-rate", {"period": "year"}, "/query/period"),
+        ("/v1/reports/defection-rate", {"by": "staff"}, "/query/by"),
+        ("/v1/reports/reasons", {"from": "May"}, "/query/from"),
+        ("/v1/reports/response-times", {"to": "2026-13-01"}, "/query/to"),
+    ],
+)
+async def test_bad_report_parameters_are_refused_naming_them(
+    client: httpx.AsyncClient, keys: Keys, path: str, params: dict[str, str], pointer: str
+) -> None:
+    response = await client.get(path, params=params, headers=keys.read)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert pointer in {error["pointer"] for error in response.json()["errors"]}
