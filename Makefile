@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format openapi bench clean
+.PHONY: run test lint format openapi bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ run: $(VENV)/.run-installed
 	@echo
 	RADAR_MIGRATE_ON_START=false $(BIN)/radar serve --host $(HOST) --port $(PORT)
 
-test: lint
+test: lint browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The dashboard test drives Debian's headless Chromium (installed once, as root or via sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ echo "installing Chromium and ChromeDriver for the dashboard test"; \
+		  $(SUDO) apt-get install -y -q chromium chromium-driver >/dev/null; }
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .

@@ -32,6 +32,7 @@ from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
 from app.scoring.service import refit
+from app.ui.endpoints import router as ui_router
 
 API_DESCRIPTION = """
 Defection Radar tells a business, in real time, which of its customers are drifting away.
@@ -140,6 +141,7 @@ def create_app(
     app.include_router(policy_router)
     app.include_router(alerts_router)
     app.include_router(reports_router)
+    app.include_router(ui_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
