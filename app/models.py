@@ -122,6 +122,9 @@ class Customer(Base):
     # When the rules must look again if no event comes (inactivity needs a clock); NULL
     # when nothing can change without a new event.
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # {"<staff_id>": purchases served}, and who served the customer most
+    staff: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    home_staff: Mapped[str | None] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -64,6 +64,8 @@ def purchase_events(draw: st.DrawFn, event_id: str) -> dict[str, Any]:
         body["items"] = draw(items)
     if draw(st.booleans()):
         body["attributes"] = {"segment": draw(st.sampled_from(["gold", "silver"]))}
+    if draw(st.booleans()):
+        body["staff_id"] = draw(st.sampled_from(["sam", "lee"]))
     if kind == "refund" and draw(st.booleans()):
         body["refunds_event_id"] = "e-0"
     return body

@@ -17,18 +17,19 @@ pytestmark = pytest.mark.anyio
 
 async def chain(client: httpx.AsyncClient, keys: Keys, clock: Clock) -> dict[str, dict[str, Any]]:
     """A, B (north) and C (south) visit every Monday from 2026-01-05 to 2026-03-23, then
-    stop; D (south) came three times only, so never counts as loyal. On 2026-05-01 09:00 the
-    three lapsed customers' alerts open (loyal since 2026-03-06: 4 visits, 60 days)."""
+    stop (A served by sam, B and C by lee); D (south) came three times only, so never counts
+    as loyal. On 2026-05-01 09:00 the three lapsed customers' alerts open (loyal since
+    2026-03-06: 4 visits, 60 days)."""
     clock.set("2026-05-01T09:00:00+00:00")
-    for name, store, weeks in (
-        ("A", "north", 12),
-        ("B", "north", 12),
-        ("C", "south", 12),
-        ("D", "south", 3),
+    for name, store, staff, weeks in (
+        ("A", "north", "sam", 12),
+        ("B", "north", "lee", 12),
+        ("C", "south", "lee", 12),
+        ("D", "south", "sam", 3),
     ):
         events = visits(name, weekly(date(2026, 1, 5), weeks), amount="30")
         for item in events:
-            item["store_id"] = store
+            item["store_id"], item["staff_id"] = store, staff
         await post(client, keys, events)
     listed = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
     return {alert["customer_id"]: alert for alert in listed}
@@ -84,6 +85,17 @@ async def test_defection_rate_per_month_and_store(
         if r["period_start"] == "2026-05-01"
     ]
     assert may == [("north", 2, 2, 1, 1), ("south", 1, 1, 0, 1)]
+    by_staff = (
+        await client.get(
+            "/v1/reports/defection-rate", params={**params, "by": "staff"}, headers=keys.read
+        )
+    ).json()
+    may = [
+        (r["staff_id"], r["loyal_at_start"], r["defected"], r["won_back"], r["net"])
+        for r in by_staff["rows"]
+        if r["period_start"] == "2026-05-01"
+    ]
+    assert may == [("lee", 2, 2, 0, 2), ("sam", 1, 1, 1, 0)]  # B and C served by lee, A by sam
 
     weekly_rows = (
         await client.get(
@@ -175,10 +187,10 @@ async def test_value_at_risk_of_open_alerts_and_csv(
         "/v1/reports/defection-rate", params=params, headers={**keys.read, "Accept": "text/csv"}
     )
     assert rate_csv.text.splitlines() == [
-        "period_start,period_end,store_id,loyal_at_start,defected,won_back,net,rate",
-        "2026-03-01,2026-04-01,,0,0,0,0,",
-        "2026-04-01,2026-05-01,,3,0,0,0,0.0",
-        "2026-05-01,2026-06-01,,3,3,0,3,1.0",
+        "period_start,period_end,store_id,staff_id,loyal_at_start,defected,won_back,net,rate",
+        "2026-03-01,2026-04-01,,,0,0,0,0,",
+        "2026-04-01,2026-05-01,,,3,0,0,0,0.0",
+        "2026-05-01,2026-06-01,,,3,3,0,3,1.0",
     ]
 
 
@@ -188,7 +200,7 @@ async def test_value_at_risk_of_open_alerts_and_csv(
         ("/v1/reports/defection-rate", {"from": "2026-05-01", "to": "2026-05-01"}, "/query/from"),
         ("/v1/reports/defection-rate", {"from": "2020-01-01", "to": "2026-01-01"}, "/query/from"),
         ("/v1/reports/defection-rate", {"period": "year"}, "/query/period"),
-        ("/v1/reports/defection-rate", {"by": "staff"}, "/query/by"),
+        ("/v1/reports/defection-rate", {"by": "region"}, "/query/by"),
         ("/v1/reports/reasons", {"from": "May"}, "/query/from"),
         ("/v1/reports/response-times", {"to": "2026-13-01"}, "/query/to"),
     ],

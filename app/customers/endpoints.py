@@ -118,6 +118,7 @@ def _pattern(state: CustomerState) -> Pattern:
         first_visit_amount=Decimal(state.first_visit_amount) / scale,
         home_store=state.home_store,
         segment=state.segment,
+        home_staff=state.home_staff,
         stores=state.stores,
         categories={
             name: CategoryTally(

@@ -58,26 +58,26 @@ def record_visit_days(
 _STATE_COLUMNS = (
     "customer_id", "first_visit_on", "last_visit_on", "visit_days", "purchases", "refunds",
     "purchase_amount", "refund_amount", "first_visit_amount", "weekly", "categories", "stores",
-    "home_store", "segment", "segment_on", "next_check_at", "updated_at",
+    "home_store", "segment", "segment_on", "next_check_at", "staff", "home_staff", "updated_at",
 )  # fmt: skip
 _PG_STATE_TYPES = (
     "text", "date", "date", "int4", "int4", "int4", "int8", "int8", "int8", "text", "text",
-    "text", "text", "text", "date", "timestamptz", "timestamptz",
+    "text", "text", "text", "date", "timestamptz", "text", "text", "timestamptz",
 )  # fmt: skip
 _SELECT_STATES = f"SELECT {', '.join(_STATE_COLUMNS[:-1])} FROM customers "  # noqa: S608
 # Like the event insert, these run once per group commit with rows ready for the driver:
 # SQLAlchemy's per-value processing of three JSON columns cost more than the events did.
 _PG_CREATE = (
     "INSERT INTO customers (customer_id, visit_days, purchases, refunds, purchase_amount, "
-    "refund_amount, first_visit_amount, weekly, categories, stores, updated_at) "
-    "SELECT c, 0, 0, 0, 0, 0, 0, '{}', '{}', '{}', $2 FROM unnest($1::text[]) AS u(c) "
+    "refund_amount, first_visit_amount, weekly, categories, stores, staff, updated_at) "
+    "SELECT c, 0, 0, 0, 0, 0, 0, '{}', '{}', '{}', '{}', $2 FROM unnest($1::text[]) AS u(c) "
     "ORDER BY c ON CONFLICT DO NOTHING"
 )
 _PG_UPDATE = (
     "UPDATE customers SET "  # noqa: S608 - constant column names
     + ", ".join(
         f"{name} = u.{name}::jsonb"
-        if name in ("weekly", "categories", "stores")
+        if name in ("weekly", "categories", "stores", "staff")
         else f"{name} = u.{name}"
         for name in _STATE_COLUMNS[1:]
     )
@@ -214,6 +214,8 @@ def _row(state: CustomerState, now: datetime) -> tuple[Any, ...]:
         state.segment,
         state.segment_on,
         state.next_check_at,
+        orjson.dumps(state.staff).decode(),
+        state.home_staff,
         now,
     )
 
@@ -227,7 +229,9 @@ def _sqlite(row: tuple[Any, ...]) -> tuple[Any, ...]:
         *row[3:14],
         segment_on and segment_on.isoformat(),
         sqlite_timestamp(row[15]),
-        sqlite_timestamp(row[16]),
+        row[16],
+        row[17],
+        sqlite_timestamp(row[18]),
     )
 
 
@@ -267,6 +271,8 @@ def _state(row: Any) -> CustomerState:
         segment=row[13],
         segment_on=day(row[14]),
         next_check_at=instant(row[15]),
+        staff=document(row[16]),
+        home_staff=row[17],
     )
 
 
@@ -285,6 +291,7 @@ def all_events(connection: Connection) -> Any:
         _events.c.store_id,
         _events.c["items"],
         _events.c.attributes,
+        _events.c.staff_id,
     ]
     return connection.execute(
         select(*columns).order_by(_events.c.id).execution_options(yield_per=5000)

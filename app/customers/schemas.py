@@ -32,6 +32,7 @@ class Pattern(BaseModel):
     first_visit_amount: Decimal = Field(description="Purchases on the first visit day")
     home_store: str | None
     segment: str | None = Field(description="From the events' attributes.segment")
+    home_staff: str | None = Field(description="The staff member who served them most")
     stores: dict[str, int] = Field(description="Purchases per store")
     categories: dict[str, CategoryTally]
     weekly: list[WeekTally] = Field(description="Weeks with activity, the last 53 weeks")

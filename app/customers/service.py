@@ -31,6 +31,7 @@ class StoredEvent:
     store_id: str
     categories: frozenset[str]
     segment: str | None = None
+    staff_id: str | None = None
 
 
 def update_patterns(
@@ -107,6 +108,7 @@ def _facts(
                 event.categories,
                 new_visit,
                 event.segment,
+                event.staff_id,
             )
         )
     return by_customer
@@ -126,6 +128,7 @@ def stored_event(row: Any) -> StoredEvent:
         store_id=row.store_id,
         categories=categories_of(items),
         segment=segment_of(attributes),
+        staff_id=row.staff_id,
     )
 
 

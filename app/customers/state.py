@@ -36,6 +36,7 @@ class EventFacts:
     categories: frozenset[str]
     new_visit: bool  # the first purchase of this customer on this day
     segment: str | None = None  # the segment the POS sent for the customer, if any
+    staff_id: str | None = None  # who served the customer
 
 
 @dataclass(slots=True)
@@ -55,6 +56,9 @@ class CustomerState:
     categories: dict[str, list[int | str]] = field(default_factory=dict)
     stores: dict[str, int] = field(default_factory=dict)
     home_store: str | None = None
+    # {"<staff_id>": purchases served}, and who served the customer most
+    staff: dict[str, int] = field(default_factory=dict)
+    home_staff: str | None = None
     # The segment on the latest day one was sent (ties: the greatest name), and that day.
     segment: str | None = None
     segment_on: date | None = None
@@ -69,15 +73,16 @@ class CustomerState:
             else:
                 self._purchase(event)
         self._prune_weeks()
-        self.home_store = (
-            min(self.stores, key=lambda s: (-self.stores[s], s)) if self.stores else None
-        )
+        self.home_store = _most(self.stores)
+        self.home_staff = _most(self.staff)
         return self
 
     def _purchase(self, event: EventFacts) -> None:
         self.purchases += 1
         self.purchase_amount += event.amount
         self.stores[event.store_id] = self.stores.get(event.store_id, 0) + 1
+        if event.staff_id is not None:
+            self.staff[event.staff_id] = self.staff.get(event.staff_id, 0) + 1
         if self.first_visit_on is None or event.day < self.first_visit_on:
             self.first_visit_amount = event.amount  # an earlier first visit replaces it
         elif event.day == self.first_visit_on:
@@ -113,3 +118,8 @@ class CustomerState:
             return
         oldest = week_index(self.last_visit_on) - (WEEKS_KEPT - 1)
         self.weekly = {week: tally for week, tally in self.weekly.items() if int(week) >= oldest}
+
+
+def _most(tally: dict[str, int]) -> str | None:
+    """The key with the highest count (ties: the smallest key), so order cannot matter."""
+    return min(tally, key=lambda key: (-tally[key], key)) if tally else None

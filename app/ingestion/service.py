@@ -303,6 +303,7 @@ def _stored(row: EventRow, candidate: Candidate) -> StoredEvent:
         store_id=row.store_id,
         categories=frozenset(item.category for item in candidate.event.items or ()),
         segment=segment_of(candidate.event.attributes),
+        staff_id=row.staff_id,
     )
 
 

@@ -18,7 +18,7 @@ from app.kit.db import TransactionRunner
 from app.kit.errors import FieldError, ValidationFailed, problem_responses
 from app.policy import service as policies
 from app.reports import service
-from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, ValueRow
+from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, Split, ValueRow
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problem_responses(422))
 CSV: dict[int | str, dict[str, Any]] = {
@@ -64,7 +64,8 @@ async def defection_rate(
     end: To = None,
     period: Period = "month",
     by: Annotated[
-        str | None, Query(pattern="^store$", description="'store' to split by store")
+        Split | None,
+        Query(description="Split by the customers' home store or the staff who served them most"),
     ] = None,
 ) -> Any:
     first, last = _span(
@@ -73,7 +74,7 @@ async def defection_rate(
 
     def build(connection: Connection) -> list[RateRow]:
         policy = policies.current(connection).body
-        return service.defection_rate(connection, policy, period, first, last, by == "store")
+        return service.defection_rate(connection, policy, period, first, last, by)
 
     rows = await _read(request, build)
     return _answer(

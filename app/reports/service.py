@@ -23,6 +23,7 @@ from app.models import Alert, Customer, CustomerVisitDay
 from app.policy.schemas import PolicyBody
 
 Period = Literal["week", "month"]
+Split = Literal["store", "staff"]
 _alerts = cast(Table, Alert.__table__)
 # A customer who has not visited for this long before a period is not counted as loyal in it.
 ACTIVE_WITHIN = timedelta(days=365)
@@ -53,7 +54,8 @@ def _instant(day: date) -> datetime:
 class RateRow:
     period_start: date
     period_end: date
-    store_id: str | None
+    store_id: str | None  # with by=store
+    staff_id: str | None  # with by=staff
     loyal_at_start: int
     defected: int
     won_back: int
@@ -67,11 +69,12 @@ def defection_rate(
     period: Period,
     start: date,
     end: date,
-    by_store: bool,
+    by: Split | None,
 ) -> list[RateRow]:
-    """Per period (and store): loyal customers at its start, customers who defected in it
-    (their first alert of the period opened then), customers won back in it (an alert
-    resolved as won_back), net (defected minus won back) and rate (defected / loyal)."""
+    """Per period (and store or staff member): loyal customers at its start, customers who
+    defected in it (an alert opened then), customers won back in it (an alert resolved as
+    won_back), net (defected minus won back) and rate (defected / loyal). A customer belongs
+    to their home store and to the staff member who served them most."""
     starts = period_starts(period, start, end)
     if not starts:
         return []
@@ -80,7 +83,10 @@ def defection_rate(
             CustomerVisitDay.day < starts[-1]
         )
     ).all()
-    homes = dict(connection.execute(select(Customer.customer_id, Customer.home_store)).all())
+    column = Customer.home_staff if by == "staff" else Customer.home_store
+    homes: dict[str, str | None] = (
+        dict(connection.execute(select(Customer.customer_id, column)).all()) if by else {}
+    )
     opened = connection.execute(
         select(_alerts.c.customer_id, _alerts.c.store_id, _alerts.c.opened_at).where(
             _alerts.c.opened_at >= _instant(starts[0]),
@@ -101,19 +107,20 @@ def defection_rate(
     for begin in starts:
         finish = _next(period, begin)
         loyal = Counter(
-            homes.get(customer) if by_store else None
+            homes.get(customer)
             for customer, days in by_customer.items()
             if _loyal_at(days, begin, policy)
         )
-        defected = _distinct(opened, begin, finish, by_store)
-        back = _distinct(won, begin, finish, by_store)
-        for store in sorted(set(loyal) | set(defected) | set(back), key=lambda s: s or ""):
-            count, lost, regained = loyal[store], len(defected[store]), len(back[store])
+        defected = _distinct(opened, begin, finish, homes)
+        back = _distinct(won, begin, finish, homes)
+        for group in sorted(set(loyal) | set(defected) | set(back), key=lambda g: g or ""):
+            count, lost, regained = loyal[group], len(defected[group]), len(back[group])
             rows.append(
                 RateRow(
                     begin,
                     finish,
-                    store,
+                    group if by == "store" else None,
+                    group if by == "staff" else None,
                     count,
                     lost,
                     regained,
@@ -122,7 +129,7 @@ def defection_rate(
                 )
             )
         if not (loyal or defected or back):
-            rows.append(RateRow(begin, finish, None, 0, 0, 0, 0, None))
+            rows.append(RateRow(begin, finish, None, None, 0, 0, 0, 0, None))
     return rows
 
 
@@ -135,12 +142,13 @@ def _loyal_at(days: list[date], start: date, policy: PolicyBody) -> bool:
 
 
 def _distinct(
-    rows: Iterable[Any], begin: date, finish: date, by_store: bool
+    rows: Iterable[Any], begin: date, finish: date, homes: dict[str, str | None]
 ) -> dict[str | None, set[str]]:
+    """Distinct customers per group (home store or staff; one group without a split)."""
     found: dict[str | None, set[str]] = defaultdict(set)
-    for customer, store, at in rows:
+    for customer, _store, at in rows:
         if at is not None and begin <= at.date() < finish:
-            found[store if by_store else None].add(customer)
+            found[homes.get(customer)].add(customer)
     return found
 
 

@@ -31,6 +31,13 @@ def upgrade() -> None:
     with op.batch_alter_table("alert_events", schema=None) as batch_op:
         batch_op.add_column(sa.Column("actor", sa.String(length=100), nullable=True))
 
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("staff", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
+        )
+        batch_op.add_column(sa.Column("home_staff", sa.String(length=128), nullable=True))
+    # Who served the customers stored before this revision comes from `radar rebuild`.
+
     with op.batch_alter_table("alerts", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("acknowledged_at", app.kit.db.UTCDateTime(timezone=True), nullable=True)
@@ -61,5 +68,9 @@ def downgrade() -> None:
 
     with op.batch_alter_table("alert_events", schema=None) as batch_op:
         batch_op.drop_column("actor")
+
+    with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_column("home_staff")
+        batch_op.drop_column("staff")
 
     op.drop_table("alert_feed_state")
