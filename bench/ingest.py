@@ -65,12 +65,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import orjson
 import uvloop
+from _postgres import reset_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -330,33 +330,6 @@ def start_service(
     stack.callback(stop, server)
     wait_ready(server)
     return server
-
-
-def asyncpg_url(url: str) -> str:
-    """The plain libpq-style URL asyncpg takes; refuses anything not on 127.0.0.1."""
-    plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-    if urlsplit(plain).hostname != HOST:
-        raise ValueError(f"the benchmark only connects to {HOST}, not {url!r}")
-    return plain
-
-
-async def reset_postgres(url: str) -> None:
-    """Empty the benchmark's database, creating it on first use."""
-    plain = asyncpg_url(url)
-    try:
-        connection = await asyncpg.connect(plain, timeout=5)
-    except asyncpg.InvalidCatalogNameError:
-        name = urlsplit(plain).path.lstrip("/")
-        admin = await asyncpg.connect(plain.rsplit("/", 1)[0] + "/postgres", timeout=5)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        connection = await asyncpg.connect(plain, timeout=5)
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
 
 
 def start_servers(

@@ -44,6 +44,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
+from _postgres import reset_postgres
 from sqlalchemy import Connection
 
 from app.alerts.service import Evaluator
@@ -120,23 +121,6 @@ def work(
             service.apply_plan(connection, plan, evaluator, now)
 
     return run
-
-
-async def reset_postgres(url: str) -> None:
-    import asyncpg
-
-    base, name = url.rsplit("/", 1)
-    admin = await asyncpg.connect(base.replace("postgresql://", "postgres://") + "/postgres")
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    connection = await asyncpg.connect(url.replace("postgresql://", "postgres://"))
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
 
 
 async def one_run(

@@ -58,7 +58,6 @@ import itertools
 import os
 import platform
 import random
-import re
 import resource
 import shutil
 import sqlite3
@@ -72,11 +71,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
 import uvloop
+from _postgres import asyncpg_url, reset_postgres
 from sqlalchemy import Connection, event
 
 from app.alerts.service import Evaluator, sweep
@@ -88,7 +87,6 @@ from app.kit.migrations import upgrade
 from app.kit.settings import Settings
 from app.scoring import service as scoring
 
-HOST = "127.0.0.1"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench_sweep"
 DATABASES = ("sqlite", "postgres")
 CLOCK = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)  # the sweep's "now": after all the data
@@ -412,33 +410,6 @@ def explain_claim(connection: Connection, batch_size: int) -> list[str]:
 
 
 # --- PostgreSQL housekeeping ------------------------------------------------------------
-
-
-def asyncpg_url(url: str) -> str:
-    """The plain libpq-style URL asyncpg takes; refuses anything not on 127.0.0.1."""
-    plain = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-    if urlsplit(plain).hostname != HOST:
-        raise ValueError(f"the benchmark only connects to {HOST}, not {url!r}")
-    return plain
-
-
-async def reset_postgres(url: str) -> None:
-    """Empty the benchmark's database, creating it on first use."""
-    plain = asyncpg_url(url)
-    try:
-        connection = await asyncpg.connect(plain, timeout=5)
-    except asyncpg.InvalidCatalogNameError:
-        name = urlsplit(plain).path.lstrip("/")
-        admin = await asyncpg.connect(plain.rsplit("/", 1)[0] + "/postgres", timeout=5)
-        try:
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        connection = await asyncpg.connect(plain, timeout=5)
-    try:
-        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await connection.close()
 
 
 async def postgres_value(url: str, sql: str) -> Any:

@@ -10,7 +10,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +220,21 @@ async def stored_customers(app: FastAPI) -> list[dict[str, Any]]:
             )
         )
         return [*customers, {"visit_days": [tuple(day) for day in days]}]
+
+
+CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "bench" / "data" / "CDNOW_sample.txt"
+
+
+@pytest.fixture(scope="session")
+def calibration() -> tuple[Any, Any, Any]:
+    """(x, t_x, T) in weeks of the CDNOW sample's 2,357 customers, to 1997-09-30: the data
+    the published BG/NBD and Pareto/NBD estimates were fitted on."""
+    from app.scoring.history import summarise
+
+    purchases = []
+    for line in CDNOW_SAMPLE.read_text().splitlines():
+        customer, _, day, _, _ = line.split()
+        purchases.append((customer, datetime.strptime(day, "%Y%m%d").date()))
+    summary = summarise(purchases, date(1997, 9, 30))
+    assert len(summary.customers) == 2357
+    return summary.x, summary.t_x / 7.0, summary.T / 7.0

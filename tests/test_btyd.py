@@ -2,33 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from app.scoring import btyd
-from app.scoring.history import summarise
-
-CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "bench" / "data" / "CDNOW_sample.txt"
-CALIBRATION_END = date(1997, 9, 30)
-WEEK = 7.0
-
-
-def _cdnow_purchases() -> list[tuple[str, date]]:
-    purchases = []
-    for line in CDNOW_SAMPLE.read_text().splitlines():
-        customer, _, day, _, _ = line.split()
-        purchases.append((customer, datetime.strptime(day, "%Y%m%d").date()))
-    return purchases
-
-
-@pytest.fixture(scope="module")
-def calibration() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    summary = summarise(_cdnow_purchases(), CALIBRATION_END)
-    assert len(summary.customers) == 2357
-    return summary.x, summary.t_x / WEEK, summary.T / WEEK
 
 
 def test_fit_reproduces_the_published_cdnow_estimates(

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.integrate import quad
 from scipy.special import gammaln
 
 from app.scoring import pareto
-from app.scoring.history import summarise
-
-CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "bench" / "data" / "CDNOW_sample.txt"
-CALIBRATION_END = date(1997, 9, 30)
-WEEK = 7.0
 
 # Fader, Hardie & Lee (2005), "Counting your customers the easy way", section 5: the
 # Pareto/NBD fitted to the same CDNOW sample, in weeks. alpha < beta here.
 PUBLISHED = pareto.ParetoNbdParams(r=0.55, alpha=10.58, s=0.61, beta=11.67)
 # The same with alpha > beta, for the other branch of the hypergeometric expressions.
 SWAPPED = pareto.ParetoNbdParams(r=0.55, alpha=11.67, s=0.61, beta=10.58)
-
-
-def _cdnow_purchases() -> list[tuple[str, date]]:
-    purchases = []
-    for line in CDNOW_SAMPLE.read_text().splitlines():
-        customer, _, day, _, _ = line.split()
-        purchases.append((customer, datetime.strptime(day, "%Y%m%d").date()))
-    return purchases
-
-
-@pytest.fixture(scope="module")
-def calibration() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    summary = summarise(_cdnow_purchases(), CALIBRATION_END)
-    assert len(summary.customers) == 2357
-    return summary.x, summary.t_x / WEEK, summary.T / WEEK
 
 
 def test_fit_reproduces_the_published_cdnow_estimates(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from app.scoring.spend import (
     expected_spend_per_visit,
     fit_gamma_gamma,
 )
-
-CDNOW_SAMPLE = Path(__file__).resolve().parents[1] / "bench" / "data" / "CDNOW_sample.txt"
+from tests.conftest import CDNOW_SAMPLE
 
 
 def _repeat_spend() -> tuple[np.ndarray, np.ndarray]:

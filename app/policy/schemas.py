@@ -15,7 +15,6 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Rule = Literal["inactivity", "frequency_drop", "spend_drop", "category_lapse"]
 RULES: tuple[Rule, ...] = get_args(Rule)
 Severity = Literal["low", "medium", "high"]
-SEVERITIES: tuple[Severity, ...] = get_args(Severity)
 
 
 class _Strict(BaseModel):

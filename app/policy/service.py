@@ -9,7 +9,7 @@ from typing import Literal
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
 from app.models import Customer, Policy
 from app.policy.schemas import PolicyBody, PolicyOut
@@ -34,10 +34,6 @@ class CurrentPolicy:
 
 
 DEFAULT_POLICY = CurrentPolicy(PolicyBody(), 0, "default")
-
-
-def latest_version(connection: Connection) -> int:
-    return int(connection.execute(select(func.coalesce(func.max(Policy.version), 0))).scalar_one())
 
 
 def current(connection: Connection) -> CurrentPolicy:

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from app.customers.state import CustomerState
 from app.kit.db import Money, TransactionRunner, utcnow
@@ -157,10 +157,6 @@ def current_model(connection: Connection) -> PopulationModel:
     # On a Connection the select gives a row of columns (named like the model's attributes).
     latest = connection.execute(select(ModelFit).order_by(ModelFit.id.desc()).limit(1)).first()
     return PRIOR_MODEL if latest is None else _model(latest)
-
-
-def latest_fit_id(connection: Connection) -> int:
-    return int(connection.execute(select(func.coalesce(func.max(ModelFit.id), 0))).scalar_one())
 
 
 def _model(fit: Any) -> PopulationModel:
