@@ -33,6 +33,10 @@ from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
 from app.scoring.service import refit
 from app.ui.endpoints import router as ui_router
+from app.webhooks import repository as webhooks
+from app.webhooks.dispatcher import Dispatcher
+from app.webhooks.endpoints import router as webhooks_router
+from app.webhooks.targets import Resolver, system_resolver
 
 API_DESCRIPTION = """
 Defection Radar tells a business, in real time, which of its customers are drifting away.
@@ -44,9 +48,13 @@ Errors are `application/problem+json` (RFC 9457) with a stable `code`.
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], datetime] = utcnow
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    resolver: Resolver = system_resolver,
 ) -> FastAPI:
-    """The service. `clock` is the time alerts are evaluated at (tests and replays move it)."""
+    """The service. `clock` is the time alerts are evaluated at (tests and replays move it);
+    `resolver` looks up webhook hosts."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -87,6 +95,13 @@ def create_app(
             )
             jobs.start(
                 settings.housekeeping_interval,
+                "purge-webhook-messages",
+                lambda: transactions.run(
+                    lambda c: webhooks.purge(c, utcnow() - settings.webhook_retention)
+                ),
+            )
+            jobs.start(
+                settings.housekeeping_interval,
                 "purge-alert-feed",
                 lambda: transactions.run(
                     lambda c: purge_feed(c, utcnow(), settings.alert_feed_retention)
@@ -114,11 +129,18 @@ def create_app(
                 return result
 
             jobs.start(settings.sweep_interval, "sweep-due-customers", sweep_due)
+        dispatcher = Dispatcher(
+            transactions, settings, metrics=app.state.metrics, resolver=resolver
+        )
+        app.state.dispatcher = dispatcher
+        if settings.webhook_dispatcher:
+            dispatcher.start()
         try:
             yield
         finally:
             await writer.stop()
             await jobs.stop()
+            await dispatcher.stop()
             await transactions.close()
             await engine.dispose()
 
@@ -131,6 +153,7 @@ def create_app(
     silence_parameter_logs()
     app.state.settings = settings
     app.state.clock = clock
+    app.state.resolver = resolver
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
@@ -141,6 +164,7 @@ def create_app(
     app.include_router(policy_router)
     app.include_router(alerts_router)
     app.include_router(reports_router)
+    app.include_router(webhooks_router)
     app.include_router(ui_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

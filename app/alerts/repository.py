@@ -202,6 +202,12 @@ def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
     )
 
 
+def hold_sequence_lock(connection: Connection) -> None:
+    """Take the numbering lock until the transaction ends (re-entrant; PostgreSQL only)."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock($1)", (ALERT_SEQUENCE_LOCK,))
+
+
 def record_events(
     connection: Connection,
     events: Sequence[tuple[str, AlertRow]],
@@ -211,8 +217,7 @@ def record_events(
     """Append (type, alert) changes to the feed, numbered in commit order."""
     if not events:
         return
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("SELECT pg_advisory_xact_lock($1)", (ALERT_SEQUENCE_LOCK,))
+    hold_sequence_lock(connection)
     connection.execute(
         insert(_alert_events),
         [

@@ -23,6 +23,7 @@ from app.kit.db import TransactionRunner
 from app.policy import service as policies
 from app.policy.schemas import RULES, Rule
 from app.scoring import service as scoring
+from app.webhooks import outbox
 
 logger = logging.getLogger("radar.alerts")
 
@@ -160,7 +161,9 @@ class Evaluator:
         events = [("alert.opened", alert) for alert in opened]
         events += [(kind, alert) for kind, alert in changes.changed if kind is not None]
         if events:
-            repository.record_events(connection, events, events[0][1].updated_at)
+            now = events[0][1].updated_at
+            repository.record_events(connection, events, now)
+            outbox.enqueue_alert_events(connection, events, now)
 
 
 def _decide(

@@ -20,6 +20,7 @@ from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from app.models import Alert
+from app.webhooks import outbox
 
 Action = Literal["acknowledge", "snooze", "resolve"]
 # Outcomes that say the customer was reached, so a reason is known.
@@ -88,6 +89,7 @@ def apply(
     alert.updated_at = now
     repository.save_workflow(connection, alert)
     repository.record_events(connection, [(kind, alert)], now, actor=change.actor)
+    outbox.enqueue_alert_events(connection, [(kind, alert)], now, actor=change.actor)
     return alert
 
 

@@ -47,6 +47,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.webhook_attempts = Counter(
+            "radar_webhook_attempts_total",
+            "Webhook delivery attempts by result (succeeded, failed, error)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_latency = Histogram(
+            "radar_webhook_attempt_duration_seconds",
+            "Time a receiver took to answer a webhook",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
+            registry=self.registry,
+        )
+
     def count_events(self, accepted: int, duplicates: int, rejected: int) -> None:
         for result, count in (
             ("accepted", accepted),

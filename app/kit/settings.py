@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/radar.db"
@@ -82,6 +83,47 @@ class Settings(BaseSettings):
     alert_feed_retention: timedelta = timedelta(days=30)
     # A JSON policy stored as a new version at start when it differs from the current one.
     policy_file: Path | None = None
+    # Webhooks. Whether this process sends them (each replica may; `radar dispatch` runs a
+    # dispatcher on its own).
+    webhook_dispatcher: bool = True
+    # How often the queue is looked at when idle: the added latency of a delivery, at most.
+    webhook_poll_interval: timedelta = Field(default=timedelta(milliseconds=200), gt=timedelta(0))
+    webhook_timeout: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
+    # A claimed delivery is another dispatcher's to retry after this (the claimer died); it
+    # must outlast a request, so that a slow receiver is never sent the same message twice.
+    webhook_lease: timedelta = timedelta(seconds=60)
+    # The waits between attempts, like Svix's (each with +-20 % jitter); the delivery fails
+    # (dead letter) after the last one.
+    webhook_retry_schedule: list[timedelta] = Field(
+        default=[
+            timedelta(seconds=5),
+            timedelta(minutes=5),
+            timedelta(minutes=30),
+            timedelta(hours=2),
+            timedelta(hours=5),
+            timedelta(hours=10),
+            timedelta(hours=10),
+        ],
+        min_length=1,
+    )
+    # A receiver's Retry-After (429, 503) is honoured up to this.
+    webhook_retry_after_max: timedelta = timedelta(hours=1)
+    # An endpoint whose every attempt failed for this long is disabled (endpoint.disabled).
+    webhook_disable_after: timedelta = timedelta(days=5)
+    # Circuit breaker: after this many failures in a row the endpoint is paused (no sends)
+    # for the cooldown, doubled at each further failure up to the maximum.
+    webhook_circuit_failures: int = Field(default=5, ge=1)
+    webhook_circuit_cooldown: timedelta = timedelta(seconds=30)
+    webhook_circuit_cooldown_max: timedelta = timedelta(minutes=30)
+    # Deliveries in flight at once per process.
+    webhook_concurrency: int = Field(default=32, ge=1, le=1000)
+    # After a secret rotation the old secret also signs for this long.
+    webhook_secret_grace: timedelta = timedelta(hours=24)
+    # Finished deliveries and their attempts are kept this long.
+    webhook_retention: timedelta = timedelta(days=30)
+    # Webhook targets in private, loopback, link-local or reserved networks are refused
+    # unless they are inside one of these (CIDR list, e.g. ["10.1.2.0/24"]).
+    webhook_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     # How often expired idempotency records are purged; 0 turns the loop off.
     housekeeping_interval: timedelta = timedelta(minutes=10)
     # How long a verified API key is trusted before it is looked up again: the longest a
@@ -96,6 +138,12 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_requests(self) -> Settings:
+        if self.webhook_lease <= self.webhook_timeout:
+            raise ValueError("webhook_lease must be longer than webhook_timeout")
+        return self
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, the transactional outbox, and the dispatcher that delivers it."""

@@ -1,0 +1,176 @@
+"""Webhook endpoints, deliveries and attempts as the API reads and writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from app.policy.schemas import Rule, Severity
+
+EventType = Literal[
+    "alert.opened",
+    "alert.updated",
+    "alert.acknowledged",
+    "alert.snoozed",
+    "alert.escalated",
+    "alert.resolved",
+    "customer.recovered",
+    "endpoint.disabled",
+]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
+DeliveryStatus = Literal["pending", "sending", "succeeded", "failed"]
+Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True)]
+Description = Annotated[str, StringConstraints(max_length=500)]
+StoreId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filters(_Strict):
+    """Only alerts that pass every filter that is set are delivered."""
+
+    store_ids: list[StoreId] | None = Field(
+        default=None, max_length=1000, description="The customer's home store is one of these"
+    )
+    rules: list[Rule] | None = Field(default=None, description="The alert's rule is one of these")
+    min_severity: Severity | None = None
+    min_value_at_risk: Decimal | None = Field(default=None, ge=0, max_digits=18, decimal_places=4)
+
+
+class EndpointIn(_Strict):
+    url: Url = Field(description="http(s) URL; private and loopback targets are refused")
+    description: Description = ""
+    event_types: list[EventType] = Field(
+        default=list(EVENT_TYPES), min_length=1, description="What to deliver (default: all)"
+    )
+    filters: Filters = Field(default_factory=Filters)
+    enabled: bool = True
+    rate_limit: float | None = Field(
+        default=None, gt=0, le=10_000, description="At most this many deliveries per second"
+    )
+    ordered: bool = Field(
+        default=False,
+        description="FIFO: deliver one message at a time, in the order they happened; a "
+        "message being retried holds back the ones after it",
+    )
+
+
+class EndpointPatch(_Strict):
+    """Only the fields given change; `enabled: true` also clears the failure streak."""
+
+    url: Url | None = None
+    description: Description | None = None
+    event_types: list[EventType] | None = Field(default=None, min_length=1)
+    filters: Filters | None = None
+    enabled: bool | None = None
+    rate_limit: float | None = Field(default=None, gt=0, le=10_000)
+    ordered: bool | None = None
+
+    @field_validator("url", "description", "event_types", "filters", "enabled", "ordered")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
+
+
+class EndpointOut(BaseModel):
+    id: int
+    url: str
+    description: str
+    event_types: list[EventType]
+    filters: Filters
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    rate_limit: float | None
+    ordered: bool
+    failing_since: datetime | None = Field(description="Every attempt has failed since then")
+    consecutive_failures: int
+    paused_until: datetime | None = Field(description="Circuit breaker: no sends until then")
+    previous_secret_expires_at: datetime | None = Field(
+        description="Until then the previous secret also signs (after a rotation)"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class EndpointCreated(EndpointOut):
+    secret: str = Field(description="The signing secret (`whsec_...`): shown only now")
+
+
+class EndpointList(BaseModel):
+    items: list[EndpointOut]
+
+
+class RotateIn(_Strict):
+    grace_period: timedelta | None = Field(
+        default=None,
+        description="How long the old secret keeps signing too (default 24 h, at most 7 d)",
+    )
+
+
+class SecretOut(BaseModel):
+    secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    endpoint_id: int
+    message_id: str = Field(description="The `webhook-id` header: the same on every attempt")
+    event_type: EventType
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    finished_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+class AttemptOut(BaseModel):
+    id: int
+    delivery_id: int
+    attempted_at: datetime
+    duration_ms: float
+    status_code: int | None
+    response_body: str | None = Field(description="The start of the receiver's answer")
+    error: str | None
+    succeeded: bool
+
+
+class DeliveryDetail(DeliveryOut):
+    payload: dict[str, Any] = Field(description="The body sent")
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: int | None = Field(description="Pass as `before` for the next (older) page")
+
+
+class AttemptPage(BaseModel):
+    items: list[AttemptOut]
+    next_cursor: int | None = Field(description="Pass as `before` for the next (older) page")
+
+
+class RecoverIn(_Strict):
+    since: AwareDatetime = Field(description="Failed deliveries created at or after this")
+    until: AwareDatetime | None = Field(default=None, description="...and before this")
+
+
+class Requeued(BaseModel):
+    requeued: int

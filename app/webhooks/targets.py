@@ -1,0 +1,115 @@
+"""Where webhooks may go: no private, loopback, link-local or reserved address (SSRF).
+
+A URL is checked when an endpoint is saved and its host is resolved again at every connect,
+and the connection goes to the address that was checked: a name that resolved to a public
+address at creation and to 169.254.169.254 later (DNS rebinding) is refused then. Operators
+allow their own internal networks with RADAR_WEBHOOK_ALLOWED_NETWORKS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# (host, port) -> the addresses it resolves to
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+class TargetRefused(httpcore.ConnectError):
+    """The target is not allowed; raised before any packet is sent to it."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def refusal(address: str, allowed: Iterable[Network]) -> str | None:
+    """Why `address` may not be a webhook target, or None when it may."""
+    ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed):
+        return None
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return f"{ip} is a private, loopback, link-local or reserved address"
+
+
+async def check_host(
+    host: str, port: int, allowed: Sequence[Network], resolver: Resolver
+) -> list[str]:
+    """The host's addresses, all of them allowed; TargetRefused otherwise."""
+    try:
+        addresses = [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        try:
+            addresses = await resolver(host, port)
+        except OSError as exc:
+            raise TargetRefused(f"cannot resolve {host}: {exc}") from exc
+    if not addresses:
+        raise TargetRefused(f"{host} resolves to no address")
+    for address in addresses:
+        reason = refusal(address, allowed)
+        if reason is not None:
+            raise TargetRefused(f"{host} refused: {reason}")
+    return addresses
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves and checks the host at connect time, then connects to a checked address."""
+
+    def __init__(self, allowed: Sequence[Network], resolver: Resolver) -> None:
+        self._allowed = allowed
+        self._resolver = resolver
+        self._backend = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await check_host(host, port, self._allowed, self._resolver)
+        return await self._backend.connect_tcp(
+            addresses[0], port, timeout, local_address, socket_options
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise TargetRefused("webhooks are never sent to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport, whose connection pool dials through `_GuardedBackend`.
+
+    httpx does not take a network backend, so the pool it built is replaced by an identical
+    one that has it (TLS still verifies the certificate against the URL's host name).
+    """
+
+    def __init__(self, allowed: Sequence[Network], resolver: Resolver, max_connections: int):
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=30.0,
+            network_backend=_GuardedBackend(allowed, resolver),
+        )
