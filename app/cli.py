@@ -123,6 +123,42 @@ def sweep() -> None:
     click.echo(f"evaluated {result.customers} due customers in {result.batches} batches")
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="Send what is due now, then exit")
+def dispatch(once: bool) -> None:
+    """Deliver webhooks: a dispatcher on its own, until SIGTERM or Ctrl-C.
+
+    The service runs one too (RADAR_WEBHOOK_DISPATCHER); on PostgreSQL any number may run
+    at once. On shutdown sends in flight finish (up to 10 s) or go back to the queue.
+    """
+    import signal
+
+    from app.kit.logging import configure_logging
+    from app.webhooks.dispatcher import Dispatcher
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def run(transactions: TransactionRunner) -> None:
+        dispatcher = Dispatcher(transactions, settings)
+        if once:
+            try:
+                await dispatcher.run_until_idle()
+            finally:
+                await dispatcher.stop()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        dispatcher.start()
+        click.echo("dispatching webhooks", err=True)
+        await stop.wait()
+        await dispatcher.stop()
+
+    _with_transactions(run)
+
+
 @main.command("refit")
 def refit_command() -> None:
     """Fit the population model on every customer now, and keep it for scoring."""

@@ -93,6 +93,11 @@ def settings(database_url: str) -> Settings:
         # Tests sweep and refit when they choose to (the loops would race their setup).
         sweep_interval=timedelta(0),
         refit_interval=timedelta(0),
+        # (Housekeeping at start-up would race the truncation of the tables between tests.)
+        housekeeping_interval=timedelta(0),
+        # ...and deliver webhooks when they choose to, to receivers on this machine only.
+        webhook_dispatcher=False,
+        webhook_allowed_networks=["127.0.0.1/32", "::1/128"],
     )
 
 

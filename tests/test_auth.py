@@ -32,6 +32,22 @@ PROTECTED = [
     ("GET", "/v1/reports/reasons", "read", {}),
     ("GET", "/v1/reports/response-times", "read", {}),
     ("GET", "/v1/reports/value-at-risk", "read", {}),
+    ("POST", "/v1/webhooks/endpoints", "manage", {"json": {"url": "http://127.0.0.1:9/h"}}),
+    ("GET", "/v1/webhooks/endpoints", "manage", {}),
+    ("GET", "/v1/webhooks/endpoints/999999", "manage", {}),
+    ("PATCH", "/v1/webhooks/endpoints/999999", "manage", {"json": {}}),
+    ("DELETE", "/v1/webhooks/endpoints/999999", "manage", {}),
+    ("POST", "/v1/webhooks/endpoints/999999/rotate-secret", "manage", {"json": {}}),
+    ("GET", "/v1/webhooks/endpoints/999999/deliveries", "manage", {}),
+    ("GET", "/v1/webhooks/endpoints/999999/deliveries/999999", "manage", {}),
+    ("POST", "/v1/webhooks/endpoints/999999/deliveries/999999/retry", "manage", {}),
+    ("GET", "/v1/webhooks/endpoints/999999/attempts", "manage", {}),
+    (
+        "POST",
+        "/v1/webhooks/endpoints/999999/recover",
+        "manage",
+        {"json": {"since": "2026-01-01T00:00:00Z"}},
+    ),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 
@@ -47,7 +63,9 @@ def test_every_route_is_listed_here() -> None:
             method.upper(),
             path.replace("{key_id}", "999999")
             .replace("{customer_id}", "card-1")
-            .replace("{alert_id}", "999999"),
+            .replace("{alert_id}", "999999")
+            .replace("{endpoint_id}", "999999")
+            .replace("{delivery_id}", "999999"),
         )
         for path, operations in paths.items()
         for method in operations

@@ -245,31 +245,37 @@ class Dispatcher:
     async def _run(self) -> None:
         poll = self._settings.webhook_poll_interval.total_seconds()
         while not self._stopping:
+            self._wake.clear()  # a send finishing from here on wakes the wait below
             try:
-                delay = await self.dispatch_due()
+                due_in = await self.dispatch_due()
+                delay = poll if due_in is None else min(due_in, poll)
             except DATABASE_UNAVAILABLE_ERRORS as exc:
                 logger.warning("webhook dispatch paused: database unavailable (%r)", exc)
                 delay = max(poll, 1.0)
             except Exception:
                 logger.exception("webhook dispatch round failed")
                 delay = max(poll, 1.0)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
-    async def run_until_idle(self, limit: timedelta = timedelta(seconds=30)) -> None:
-        """Dispatch until nothing is due or in flight (tests and `radar dispatch --once`)."""
+    async def run_until_idle(
+        self,
+        horizon: timedelta = timedelta(seconds=2),
+        limit: timedelta = timedelta(seconds=30),
+    ) -> None:
+        """Dispatch until nothing is in flight and nothing is due within `horizon` (tests,
+        and `radar dispatch --once`)."""
         deadline = time.monotonic() + limit.total_seconds()
         while time.monotonic() < deadline:
-            delay = await self.dispatch_due()
+            due_in = await self.dispatch_due()
             if self._inflight:
                 await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
             elif self._outcomes:
                 continue
-            elif delay >= self._settings.webhook_poll_interval.total_seconds():
+            elif due_in is None or due_in > horizon.total_seconds():
                 return
             else:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(due_in)
         raise TimeoutError("webhook deliveries still due or in flight")
 
     async def stop(self, grace: timedelta = timedelta(seconds=10)) -> None:
@@ -296,28 +302,30 @@ class Dispatcher:
 
     # -- one round -------------------------------------------------------------------------
 
-    async def dispatch_due(self) -> float:
-        """Write finished outcomes, claim what is due and start sending it; returns how long
-        to wait before looking again (unless a send finishes first)."""
+    async def dispatch_due(self) -> float | None:
+        """Write finished outcomes, claim what is due and start sending it. Returns the
+        seconds until more may be due (0: look again now), None when nothing is queued."""
         await self._flush()
         heads = await self._transactions.read(repository.queue_heads)
         now = self._clock()
-        wait = self._settings.webhook_poll_interval.total_seconds()
+        due_in: float | None = None
         free = self._settings.webhook_concurrency - len(self._inflight)
         plan: list[tuple[EndpointRow, int]] = []
         for endpoint, due in heads:
             ready_at = max(due, endpoint.paused_until or due)
             if ready_at > now:
-                wait = min(wait, (ready_at - now).total_seconds())
+                due_in = _sooner(due_in, (ready_at - now).total_seconds())
                 continue
             quota = min(self._quota(endpoint), free)
             if quota > 0:
                 plan.append((endpoint, quota))
                 free -= quota
             elif endpoint.rate_limit:
-                wait = min(wait, self._bucket(endpoint).seconds_to_next())
+                due_in = _sooner(due_in, self._bucket(endpoint).seconds_to_next())
+            else:  # busy (in flight here, or no capacity): a finishing send wakes us
+                due_in = _sooner(due_in, self._settings.webhook_poll_interval.total_seconds())
         if not plan:
-            return wait
+            return due_in
         lease_end = now + self._settings.webhook_lease
 
         def claim_all(connection: Connection) -> list[Job]:
@@ -337,7 +345,9 @@ class Dispatcher:
         claimed = Counter(job.endpoint.id for job in jobs)
         # An endpoint that filled its quota may have more due: look again at once.
         more = any(claimed[endpoint.id] >= quota for endpoint, quota in plan)
-        return 0.0 if more and len(self._inflight) < self._settings.webhook_concurrency else wait
+        if more and len(self._inflight) < self._settings.webhook_concurrency:
+            return 0.0
+        return due_in
 
     def _quota(self, endpoint: EndpointRow) -> int:
         busy = self._per_endpoint[endpoint.id]
@@ -425,6 +435,10 @@ class Dispatcher:
     def _failed(job: Job, attempted_at: datetime, started: float, error: str) -> Outcome:
         elapsed = (time.perf_counter() - started) * 1000
         return Outcome(job, attempted_at, elapsed, error=error[:500])
+
+
+def _sooner(current: float | None, candidate: float) -> float:
+    return candidate if current is None else min(current, candidate)
 
 
 async def _read_start(response: httpx.Response) -> str:

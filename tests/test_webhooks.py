@@ -1,0 +1,535 @@
+"""Webhooks end to end: alerts open through the API, a real receiver on 127.0.0.1 gets them,
+signed as Standard Webhooks says (verified with the `standardwebhooks` package)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from app.kit.db import utcnow
+from app.kit.settings import Settings
+from app.main import create_app
+from app.models import Alert, WebhookDelivery, WebhookMessage
+from app.webhooks.targets import Resolver, system_resolver
+from tests.conftest import Clock, Keys, _truncate, make_key
+from tests.receiver import Receiver, Received, Reply, always
+from tests.test_alerts import post, visits, weekly
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Retries in milliseconds, so that a whole retry schedule fits in a test."""
+    return settings.model_copy(
+        update={
+            "webhook_retry_schedule": [timedelta(milliseconds=50)] * 3,
+            "webhook_timeout": timedelta(seconds=1),
+            "webhook_lease": timedelta(seconds=3),
+            "webhook_poll_interval": timedelta(milliseconds=20),
+            "webhook_circuit_failures": 100,
+            "webhook_retry_after_max": timedelta(seconds=60),
+        }
+    )
+
+
+async def lapse(client: httpx.AsyncClient, keys: Keys, clock: Clock, *names: str) -> None:
+    """Weekly customers silent since March: each opens an inactivity alert on ingest."""
+    clock.set("2026-05-01T09:00:00+00:00")
+    for name in names or ("card-1",):
+        store = "south" if name.startswith("s") else "north"
+        events = visits(name, weekly(date(2026, 1, 5), 12), amount="40")
+        for item in events:
+            item["store_id"] = store
+        await post(client, keys, events)
+
+
+async def add_endpoint(
+    client: httpx.AsyncClient, keys: Keys, url: str, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/webhooks/endpoints", json={"url": url, **fields}, headers=keys.manage
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def deliver(app: FastAPI) -> None:
+    await app.state.dispatcher.run_until_idle()
+
+
+def verified(secret: str, request: Received) -> dict[str, Any]:
+    """The body, after the reference receiver library checked the signature."""
+    payload: dict[str, Any] = Webhook(secret).verify(request.body, request.headers)
+    return payload
+
+
+async def deliveries(
+    client: httpx.AsyncClient, keys: Keys, endpoint: dict[str, Any], **params: Any
+) -> list[dict[str, Any]]:
+    response = await client.get(
+        f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries", params=params, headers=keys.manage
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+async def endpoint_now(
+    client: httpx.AsyncClient, keys: Keys, endpoint: dict[str, Any]
+) -> dict[str, Any]:
+    response = await client.get(f"/v1/webhooks/endpoints/{endpoint['id']}", headers=keys.manage)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+# -- managing endpoints --------------------------------------------------------------------
+
+
+async def test_an_endpoint_is_created_listed_changed_and_deleted(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    created = await add_endpoint(
+        client,
+        keys,
+        "http://127.0.0.1:9/crm",
+        description="CRM",
+        event_types=["alert.opened", "alert.resolved"],
+        filters={"store_ids": ["north"], "min_severity": "medium"},
+        rate_limit=5,
+        ordered=True,
+    )
+    assert created["secret"].startswith("whsec_")
+    assert created["enabled"] is True
+    assert created["filters"]["store_ids"] == ["north"]
+    path = f"/v1/webhooks/endpoints/{created['id']}"
+    shown = (await client.get(path, headers=keys.manage)).json()
+    assert "secret" not in shown  # shown once, at creation
+    assert shown["ordered"] is True and shown["rate_limit"] == 5
+
+    changed = await client.patch(
+        path, json={"enabled": False, "rate_limit": None}, headers=keys.manage
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["enabled"] is False
+    assert changed.json()["disabled_reason"] == "disabled by a user"
+    assert changed.json()["rate_limit"] is None
+    assert changed.json()["description"] == "CRM"  # untouched
+
+    listed = (await client.get("/v1/webhooks/endpoints", headers=keys.manage)).json()
+    assert [e["id"] for e in listed["items"]] == [created["id"]]
+    assert (await client.delete(path, headers=keys.manage)).status_code == 204
+    assert (await client.get(path, headers=keys.manage)).status_code == 404
+    assert (await client.delete(path, headers=keys.manage)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "code"),
+    [
+        ({"url": "ftp://127.0.0.1/x"}, "/url", "invalid_url"),
+        ({"url": "not a url"}, "/url", "invalid_url"),
+        ({"url": "http://user:pw@127.0.0.1/x"}, "/url", "invalid_url"),
+        (
+            {"url": "http://127.0.0.1:9/x", "event_types": ["alert.exploded"]},
+            "/event_types/0",
+            None,
+        ),
+        ({"url": "http://127.0.0.1:9/x", "event_types": []}, "/event_types", None),
+        ({"url": "http://127.0.0.1:9/x", "rate_limit": 0}, "/rate_limit", None),
+        ({"url": "http://127.0.0.1:9/x", "filters": {"rules": ["x"]}}, "/filters/rules/0", None),
+        (
+            {"url": "http://127.0.0.1:9/x", "filters": {"min_value_at_risk": -1}},
+            "/filters/min_value_at_risk",
+            None,
+        ),
+        ({"url": "http://127.0.0.1:9/x", "colour": "red"}, "/colour", None),
+        ({}, "/url", None),
+    ],
+)
+async def test_bad_endpoints_are_refused_naming_the_field(
+    client: httpx.AsyncClient,
+    keys: Keys,
+    body: dict[str, Any],
+    pointer: str,
+    code: str | None,
+) -> None:
+    response = await client.post("/v1/webhooks/endpoints", json=body, headers=keys.manage)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    pointers = [error["pointer"] for error in problem["errors"]]
+    assert pointer in pointers, pointers
+    if code is not None:
+        assert problem["code"] == code
+    listed = (await client.get("/v1/webhooks/endpoints", headers=keys.manage)).json()
+    assert listed["items"] == []  # nothing half-written
+
+
+async def test_bad_changes_are_refused_naming_the_field(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    endpoint = await add_endpoint(client, keys, "http://127.0.0.1:9/x")
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    for body, pointer in [
+        ({"url": None}, "/url"),
+        ({"enabled": None}, "/enabled"),
+        ({"url": "gopher://127.0.0.1/"}, "/url"),
+        ({"url": "http://10.0.0.1/x"}, "/url"),
+    ]:
+        response = await client.patch(path, json=body, headers=keys.manage)
+        assert response.status_code == 422, (body, response.text)
+        assert pointer in [e["pointer"] for e in response.json()["errors"]]
+    rotate = await client.post(
+        f"{path}/rotate-secret", json={"grace_period": "P8D"}, headers=keys.manage
+    )
+    assert rotate.status_code == 422
+    assert rotate.json()["errors"][0]["pointer"] == "/grace_period"
+    assert (await endpoint_now(client, keys, endpoint))["url"] == "http://127.0.0.1:9/x"
+    missing = await client.patch(
+        "/v1/webhooks/endpoints/999999", json={"enabled": True}, headers=keys.manage
+    )
+    assert missing.status_code == 404
+
+
+# -- SSRF ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def guarded_service(
+    settings: Settings, clock: Clock, resolver: Resolver = system_resolver
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Keys]]:
+    """The service as production runs it: no network allowed for webhook targets."""
+    application = create_app(
+        settings.model_copy(update={"webhook_allowed_networks": []}),
+        clock=clock,
+        resolver=resolver,
+    )
+    async with LifespanManager(application):
+        await _truncate(application)
+        manage = await make_key(application, "admin", *["manage"])  # type: ignore[arg-type]
+        ingest = await make_key(application, "till", *["ingest"])  # type: ignore[arg-type]
+        keys = Keys(
+            {"Authorization": f"Bearer {ingest}"},
+            {},
+            {"Authorization": f"Bearer {manage}"},
+            {},
+        )
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as c:
+            yield application, c, keys
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://localhost/hook",  # resolves (from /etc/hosts) to loopback
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://172.16.5.5/hook",
+        "http://169.254.169.254/latest/meta-data",  # cloud metadata
+        "http://100.64.0.1/hook",  # carrier-grade NAT
+        "http://0.0.0.0/hook",
+        "http://224.0.1.1/hook",  # multicast
+    ],
+)
+async def test_private_targets_are_refused_at_creation(
+    settings: Settings, clock: Clock, url: str
+) -> None:
+    async with guarded_service(settings, clock) as (_, client, keys):
+        response = await client.post(
+            "/v1/webhooks/endpoints", json={"url": url}, headers=keys.manage
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "forbidden_target"
+        assert response.json()["errors"][0]["pointer"] == "/url"
+
+
+async def test_a_name_that_does_not_resolve_is_refused(settings: Settings, clock: Clock) -> None:
+    async def nowhere(host: str, port: int) -> list[str]:
+        raise OSError(f"no such host {host}")
+
+    async with guarded_service(settings, clock, nowhere) as (_, client, keys):
+        response = await client.post(
+            "/v1/webhooks/endpoints", json={"url": "https://crm.example/hook"}, headers=keys.manage
+        )
+        assert response.status_code == 422
+        assert response.json()["code"] == "unresolvable_host"
+
+
+async def test_dns_rebinding_is_refused_at_connect_time(settings: Settings, clock: Clock) -> None:
+    """The name resolved to a public address when the endpoint was saved; by delivery time
+    it points inside the network. The dispatcher resolves again and refuses to connect."""
+    answers = iter([["93.184.216.34"]])  # once, at creation; then the private address
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers, ["10.0.0.7"])
+
+    async with guarded_service(settings, clock, rebinding) as (app, client, keys):
+        endpoint = await add_endpoint(client, keys, "http://crm.example/hook")
+        await lapse(client, keys, clock)
+        await app.state.dispatcher.dispatch_due()
+        await asyncio.sleep(0.2)
+        await app.state.dispatcher.dispatch_due()  # writes the outcome
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert attempts, "an attempt was made and recorded"
+        assert attempts[0]["status_code"] is None
+        assert "10.0.0.7" in attempts[0]["error"]
+        assert "refused" in attempts[0]["error"]
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+async def test_an_alert_reaches_the_receiver_signed_with_everything_a_crm_needs(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        await deliver(app)
+        (request,) = receiver.requests
+        body = verified(endpoint["secret"], request)
+        assert body["type"] == "alert.opened"
+        assert body["timestamp"] == "2026-05-01T09:00:00+00:00"
+        data = body["data"]
+        assert data["alert"]["customer_id"] == "card-1"
+        assert data["alert"]["rule"] == "inactivity"
+        assert data["alert"]["status"] == "open"
+        assert data["evidence"] == data["alert"]["evidence"]
+        assert data["evidence"]["last_visit_on"] == "2026-03-23"
+        assert float(data["value_at_risk"]) > 0
+        assert data["customer"]["visit_days"] == 12
+        assert data["customer"]["home_store"] == "north"
+        assert data["customer"]["net_spend"] == "480"
+        assert data["links"]["alert"] == f"/v1/alerts/{data['alert']['id']}"
+        fetched = await client.get(data["links"]["alert"], headers=keys.read)
+        assert fetched.status_code == 200
+        assert request.headers["content-type"] == "application/json"
+        assert request.message_id.startswith("msg_")
+
+        with pytest.raises(WebhookVerificationError):  # and the signature does check
+            Webhook("whsec_" + "A" * 43 + "=").verify(request.body, request.headers)
+        tampered = request.body.replace(b"card-1", b"card-2")
+        with pytest.raises(WebhookVerificationError):
+            Webhook(endpoint["secret"]).verify(tampered, request.headers)
+
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "succeeded"
+        assert delivery["attempts"] == 1
+        assert delivery["message_id"] == request.message_id
+        assert delivery["event_type"] == "alert.opened"
+        detail = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries/{delivery['id']}",
+                headers=keys.manage,
+            )
+        ).json()
+        assert detail["payload"] == body
+        (attempt,) = detail["attempt_log"]
+        assert attempt["status_code"] == 200
+        assert attempt["response_body"] == "ok"
+        assert attempt["succeeded"] is True
+        assert attempt["duration_ms"] > 0
+
+
+async def test_the_background_dispatcher_delivers_within_a_second_of_the_post(
+    settings: Settings, clock: Clock
+) -> None:
+    application = create_app(settings.model_copy(update={"webhook_dispatcher": True}), clock=clock)
+    async with LifespanManager(application), Receiver() as receiver:
+        await _truncate(application)
+        manage = await make_key(application, "admin", *["manage"])  # type: ignore[arg-type]
+        ingest = await make_key(application, "till", *["ingest"])  # type: ignore[arg-type]
+        keys = Keys(
+            {"Authorization": f"Bearer {ingest}"}, {}, {"Authorization": f"Bearer {manage}"}, {}
+        )
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
+            await add_endpoint(client, keys, receiver.url)
+            await lapse(client, keys, clock)
+            (request,) = await receiver.wait_for(1, timeout=5)
+            assert orjson.loads(request.body)["type"] == "alert.opened"
+
+
+async def test_filters_and_event_types_choose_what_each_endpoint_gets(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as north, Receiver() as south, Receiver() as resolved_only:
+        await add_endpoint(client, keys, north.url, filters={"store_ids": ["north"]})
+        await add_endpoint(
+            client, keys, south.url, filters={"store_ids": ["south"], "rules": ["inactivity"]}
+        )
+        await add_endpoint(client, keys, resolved_only.url, event_types=["alert.resolved"])
+        await lapse(client, keys, clock, "n-1", "n-2", "s-1")
+        await deliver(app)
+
+        def customers(receiver: Receiver) -> list[str]:
+            return sorted(
+                orjson.loads(r.body)["data"]["alert"]["customer_id"] for r in receiver.requests
+            )
+
+        assert customers(north) == ["n-1", "n-2"]
+        assert customers(south) == ["s-1"]
+        assert resolved_only.requests == []
+
+        high = await add_endpoint(client, keys, north.url, filters={"min_value_at_risk": "1000000"})
+        clock.set("2026-05-02T09:00:00+00:00")
+        await post(client, keys, visits("n-1", [date(2026, 5, 2)], tag="-back"))
+        await deliver(app)
+        types = [orjson.loads(r.body)["type"] for r in north.requests[2:]]
+        assert types == ["alert.resolved", "customer.recovered"]
+        assert [orjson.loads(r.body)["type"] for r in resolved_only.requests] == ["alert.resolved"]
+        assert await deliveries(client, keys, high) == []  # nobody is worth that much
+
+
+async def test_a_customer_who_comes_back_is_announced_as_recovered(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        endpoint = await add_endpoint(
+            client, keys, receiver.url, event_types=["customer.recovered"]
+        )
+        await lapse(client, keys, clock)
+        clock.set("2026-05-02T09:00:00+00:00")
+        await post(client, keys, visits("card-1", [date(2026, 5, 2)], tag="-back"))
+        await deliver(app)
+        (request,) = receiver.requests
+        body = verified(endpoint["secret"], request)
+        assert body["type"] == "customer.recovered"
+        assert body["data"]["customer"]["last_visit_on"] == "2026-05-02"
+        (alert,) = body["data"]["alerts"]
+        assert alert["resolution"] == "customer_returned"
+
+
+async def test_people_working_an_alert_are_announced_with_who_did_it(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(client, keys, receiver.url, event_types=["alert.acknowledged"])
+        await lapse(client, keys, clock)
+        (alert,) = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
+        acknowledged = await client.post(
+            f"/v1/alerts/{alert['id']}/acknowledge", json={"by": "maria"}, headers=keys.read
+        )
+        assert acknowledged.status_code == 200
+        await deliver(app)
+        (request,) = receiver.requests
+        body = orjson.loads(request.body)
+        assert body["type"] == "alert.acknowledged"
+        assert body["data"]["actor"] == "maria"
+        assert body["data"]["alert"]["acknowledged_by"] == "maria"
+
+
+# -- retries, failures, the dead letter ----------------------------------------------------
+
+
+def fail_first(times: int, reply: Reply) -> Callable[[Received, int], Reply]:
+    return lambda _request, count: reply if count < times else Reply()
+
+
+async def test_a_receiver_failing_twice_gets_exactly_one_successful_delivery(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(fail_first(2, Reply(500, body=b"database down"))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        await deliver(app)
+        assert [r.message_id for r in receiver.requests] == [receiver.requests[0].message_id] * 3
+        for request in receiver.requests:  # every retry is signed afresh, and verifies
+            verified(endpoint["secret"], request)
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "succeeded"
+        assert delivery["attempts"] == 3
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert [a["status_code"] for a in attempts] == [200, 500, 500]  # newest first
+        assert attempts[1]["response_body"] == "database down"
+        assert attempts[1]["error"] == "HTTP 500"
+        health = await endpoint_now(client, keys, endpoint)
+        assert health["consecutive_failures"] == 0
+        assert health["failing_since"] is None
+
+
+async def test_after_the_last_attempt_a_delivery_is_dead_until_retried_or_recovered(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(always(Reply(500))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        await deliver(app)
+        assert len(receiver.requests) == 2 * 4  # the first attempt and three retries each
+        failed = await deliveries(client, keys, endpoint, status="failed")
+        assert len(failed) == 2
+        assert all(d["attempts"] == 4 and d["next_attempt_at"] is None for d in failed)
+        assert await deliveries(client, keys, endpoint, status="succeeded") == []
+
+        receiver.script = always(Reply(204, body=b""))
+        path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+        retried = await client.post(
+            f"{path}/deliveries/{failed[0]['id']}/retry", headers=keys.manage
+        )
+        assert retried.status_code == 202
+        assert retried.json()["status"] == "pending"
+        await deliver(app)
+        assert len(await deliveries(client, keys, endpoint, status="succeeded")) == 1
+
+        window = {"since": "2026-01-01T00:00:00Z", "until": utcnow().isoformat()}
+        recovered = await client.post(f"{path}/recover", json=window, headers=keys.manage)
+        assert recovered.json() == {"requeued": 1}
+        await deliver(app)
+        assert len(await deliveries(client, keys, endpoint, status="succeeded")) == 2
+        again = await client.post(f"{path}/recover", json=window, headers=keys.manage)
+        assert again.json() == {"requeued": 0}
+
+
+async def test_retry_after_is_honoured_and_clamped(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(always(Reply(429, {"Retry-After": "20"}))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        before = utcnow()
+        await deliver(app)  # the retry is 20 s away, not the schedule's 50 ms
+        assert len(receiver.requests) == 1
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "pending"
+        wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
+        assert timedelta(seconds=19) < wait < timedelta(seconds=25)
+
+    async with Receiver(always(Reply(503, {"Retry-After": "86400"}))) as receiver:
+        await client.patch(
+            f"/v1/webhooks/endpoints/{endpoint['id']}",
+            json={"url": receiver.url},
+            headers=keys.manage,
+        )
+        retried = await client.post(
+            f"/v1/webhooks/endpoints/{endpoint['id']}/deliveries/{delivery['id']}/retry",
+            headers=keys.manage,
+        )
+        assert retried.status_code == 202
+        before = utcnow()
+        await app.state.dispatcher.run_until_idle()
+        assert len(receiver.requests) == 1
+        (delivery,) = await deliveries(client, keys, endpoint)
+        wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
+        assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
