@@ -60,7 +60,7 @@ class Receiver:
 
     async def __aenter__(self) -> Receiver:
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
             await asyncio.sleep(0.01)
         return self
 
@@ -76,9 +76,9 @@ class Receiver:
         await self._task
         self._socket.close()
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+    async def wait_for(self, count: int, within: float = 10.0) -> list[Received]:
         """The first `count` requests, once they have arrived."""
-        async with asyncio.timeout(timeout), self._arrived:
+        async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: len(self.requests) >= count)
         return self.requests[:count]
 

@@ -4,8 +4,8 @@ signed as Standard Webhooks says (verified with the `standardwebhooks` package).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -14,16 +14,15 @@ import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from app.kit.auth import Scope
 from app.kit.db import utcnow
 from app.kit.settings import Settings
 from app.main import create_app
-from app.models import Alert, WebhookDelivery, WebhookMessage
 from app.webhooks.targets import Resolver, system_resolver
 from tests.conftest import Clock, Keys, _truncate, make_key
-from tests.receiver import Receiver, Received, Reply, always
+from tests.receiver import Received, Receiver, Reply, always
 from tests.test_alerts import post, visits, weekly
 
 pytestmark = pytest.mark.anyio
@@ -115,7 +114,8 @@ async def test_an_endpoint_is_created_listed_changed_and_deleted(
     path = f"/v1/webhooks/endpoints/{created['id']}"
     shown = (await client.get(path, headers=keys.manage)).json()
     assert "secret" not in shown  # shown once, at creation
-    assert shown["ordered"] is True and shown["rate_limit"] == 5
+    assert shown["ordered"] is True
+    assert shown["rate_limit"] == 5
 
     changed = await client.patch(
         path, json={"enabled": False, "rate_limit": None}, headers=keys.manage
@@ -205,28 +205,32 @@ async def test_bad_changes_are_refused_naming_the_field(
 
 
 @asynccontextmanager
-async def guarded_service(
-    settings: Settings, clock: Clock, resolver: Resolver = system_resolver
+async def running(
+    settings: Settings, clock: Clock, resolver: Resolver = system_resolver, **overrides: Any
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Keys]]:
-    """The service as production runs it: no network allowed for webhook targets."""
-    application = create_app(
-        settings.model_copy(update={"webhook_allowed_networks": []}),
-        clock=clock,
-        resolver=resolver,
-    )
+    """The service with settings of its own, a client and keys."""
+    application = create_app(settings.model_copy(update=overrides), clock=clock, resolver=resolver)
     async with LifespanManager(application):
         await _truncate(application)
-        manage = await make_key(application, "admin", *["manage"])  # type: ignore[arg-type]
-        ingest = await make_key(application, "till", *["ingest"])  # type: ignore[arg-type]
+        manage = await make_key(application, "admin", Scope.MANAGE)
+        ingest = await make_key(application, "till", Scope.INGEST)
+        read = await make_key(application, "ops", Scope.READ)
         keys = Keys(
-            {"Authorization": f"Bearer {ingest}"},
-            {},
-            {"Authorization": f"Bearer {manage}"},
-            {},
+            ingest={"Authorization": f"Bearer {ingest}"},
+            read={"Authorization": f"Bearer {read}"},
+            manage={"Authorization": f"Bearer {manage}"},
+            raw={},
         )
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as c:
             yield application, c, keys
+
+
+def guarded_service(
+    settings: Settings, clock: Clock, resolver: Resolver = system_resolver
+) -> AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient, Keys]]:
+    """The service as production runs it: no private network allowed for webhook targets."""
+    return running(settings, clock, resolver, webhook_allowed_networks=[])
 
 
 @pytest.mark.parametrize(
@@ -352,20 +356,14 @@ async def test_an_alert_reaches_the_receiver_signed_with_everything_a_crm_needs(
 async def test_the_background_dispatcher_delivers_within_a_second_of_the_post(
     settings: Settings, clock: Clock
 ) -> None:
-    application = create_app(settings.model_copy(update={"webhook_dispatcher": True}), clock=clock)
-    async with LifespanManager(application), Receiver() as receiver:
-        await _truncate(application)
-        manage = await make_key(application, "admin", *["manage"])  # type: ignore[arg-type]
-        ingest = await make_key(application, "till", *["ingest"])  # type: ignore[arg-type]
-        keys = Keys(
-            {"Authorization": f"Bearer {ingest}"}, {}, {"Authorization": f"Bearer {manage}"}, {}
-        )
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
-            await add_endpoint(client, keys, receiver.url)
-            await lapse(client, keys, clock)
-            (request,) = await receiver.wait_for(1, timeout=5)
-            assert orjson.loads(request.body)["type"] == "alert.opened"
+    async with (
+        running(settings, clock, webhook_dispatcher=True) as (_, client, keys),
+        Receiver() as receiver,
+    ):
+        await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        (request,) = await receiver.wait_for(1, within=5)
+        assert orjson.loads(request.body)["type"] == "alert.opened"
 
 
 async def test_filters_and_event_types_choose_what_each_endpoint_gets(
@@ -533,3 +531,212 @@ async def test_retry_after_is_honoured_and_clamped(
         (delivery,) = await deliveries(client, keys, endpoint)
         wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
         assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
+
+
+async def test_a_receiver_that_never_answers_is_timed_out_and_retried(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(fail_first(1, Reply(delay=30))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        await deliver(app)
+        assert len(receiver.requests) == 2
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        late, first = attempts[1], attempts[0]
+        assert late["status_code"] is None
+        assert late["error"] == "no answer within 1 s"
+        assert 900 < late["duration_ms"] < 5000
+        assert first["status_code"] == 200
+
+
+async def test_redirects_are_failures_and_not_followed(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as elsewhere:
+        moved = Reply(302, {"Location": elsewhere.url})
+        async with Receiver(fail_first(1, moved)) as receiver:
+            endpoint = await add_endpoint(client, keys, receiver.url)
+            await lapse(client, keys, clock)
+            await deliver(app)
+            assert elsewhere.requests == []
+            assert len(receiver.requests) == 2
+            attempts = (
+                await client.get(
+                    f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+                )
+            ).json()["items"]
+            assert attempts[1]["status_code"] == 302
+            assert "redirects are not followed" in attempts[1]["error"]
+            assert attempts[1]["succeeded"] is False
+
+
+async def test_410_gone_disables_the_endpoint_and_tells_ops(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(always(Reply(410))) as crm, Receiver() as ops:
+        endpoint = await add_endpoint(client, keys, crm.url, event_types=["alert.opened"])
+        watcher = await add_endpoint(client, keys, ops.url, event_types=["endpoint.disabled"])
+        await lapse(client, keys, clock)
+        await deliver(app)
+        assert len(crm.requests) == 1  # no retry after a 410
+        health = await endpoint_now(client, keys, endpoint)
+        assert health["enabled"] is False
+        assert health["disabled_reason"] == "the receiver answered 410 Gone"
+        (failed,) = await deliveries(client, keys, endpoint)
+        assert failed["status"] == "failed"
+        (request,) = ops.requests
+        body = verified(watcher["secret"], request)
+        assert body["type"] == "endpoint.disabled"
+        assert body["data"]["endpoint"]["id"] == endpoint["id"]
+        assert body["data"]["endpoint"]["disabled_reason"] == "the receiver answered 410 Gone"
+
+        # While disabled, new alerts queue up for it; re-enabling sends them.
+        await lapse(client, keys, clock, "card-2")
+        await deliver(app)
+        assert len(crm.requests) == 1
+        crm.script = always(Reply())
+        enabled = await client.patch(
+            f"/v1/webhooks/endpoints/{endpoint['id']}", json={"enabled": True}, headers=keys.manage
+        )
+        assert enabled.json()["disabled_reason"] is None
+        await deliver(app)
+        assert len(crm.requests) == 2
+        assert orjson.loads(crm.requests[1].body)["data"]["alert"]["customer_id"] == "card-2"
+
+
+async def test_an_endpoint_failing_for_too_long_is_disabled(
+    settings: Settings, clock: Clock
+) -> None:
+    async with (
+        running(
+            settings,
+            clock,
+            webhook_retry_schedule=[timedelta(milliseconds=200)] * 5,
+            webhook_disable_after=timedelta(milliseconds=500),
+        ) as (app, client, keys),
+        Receiver(always(Reply(500))) as crm,
+        Receiver() as ops,
+    ):
+        endpoint = await add_endpoint(client, keys, crm.url, event_types=["alert.opened"])
+        await add_endpoint(client, keys, ops.url, event_types=["endpoint.disabled"])
+        await lapse(client, keys, clock)
+        await deliver(app)
+        health = await endpoint_now(client, keys, endpoint)
+        assert health["enabled"] is False
+        assert health["disabled_reason"].startswith("every attempt failed since")
+        assert 3 <= len(crm.requests) <= 5  # stopped before the schedule ran out
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "pending"  # kept, for when it is enabled again
+        (request,) = ops.requests
+        assert orjson.loads(request.body)["type"] == "endpoint.disabled"
+
+
+async def test_the_circuit_breaker_pauses_a_failing_endpoint_then_probes_it(
+    settings: Settings, clock: Clock
+) -> None:
+    async with (
+        running(
+            settings,
+            clock,
+            webhook_circuit_failures=2,
+            webhook_circuit_cooldown=timedelta(milliseconds=400),
+        ) as (app, client, keys),
+        Receiver(always(Reply(500))) as receiver,
+    ):
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2", "card-3")
+        dispatcher = app.state.dispatcher
+        await dispatcher.dispatch_due()
+        await receiver.wait_for(3)
+        await asyncio.sleep(0.1)
+        await dispatcher.dispatch_due()  # records the three failures: the circuit opens
+        health = await endpoint_now(client, keys, endpoint)
+        assert health["consecutive_failures"] == 3
+        paused_until = datetime.fromisoformat(health["paused_until"])
+        assert paused_until > utcnow()
+        await asyncio.sleep(0.1)  # the retries (50 ms) are due, but the circuit is open
+        await dispatcher.dispatch_due()
+        assert len(receiver.requests) == 3
+
+        receiver.script = always(Reply(delay=0.2))  # healthy again, and a little slow
+        await asyncio.sleep((paused_until - utcnow()).total_seconds() + 0.05)
+        await deliver(app)
+        probe, *rest = receiver.requests[3:]
+        assert len(rest) == 2
+        # Half-open: one probe alone; the others only once it had succeeded.
+        assert min(r.at for r in rest) - probe.at >= 0.19
+        health = await endpoint_now(client, keys, endpoint)
+        assert health["consecutive_failures"] == 0
+        assert health["paused_until"] is None
+        assert len(await deliveries(client, keys, endpoint, status="succeeded")) == 3
+
+
+async def test_an_ordered_endpoint_gets_messages_one_at_a_time_in_order(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(fail_first(2, Reply(503))) as ordered, Receiver() as unordered:
+        await add_endpoint(client, keys, ordered.url, ordered=True)
+        await add_endpoint(client, keys, unordered.url)
+        await lapse(client, keys, clock, *(f"card-{n}" for n in range(5)))
+        await deliver(app)
+        sent = [r.message_id for r in ordered.requests]
+        first = sent[0]
+        assert sent[:3] == [first] * 3  # retried until it went through, nothing overtaking
+        assert len(sent) == 7
+        assert len(set(sent)) == 5
+        assert sorted(r.message_id for r in unordered.requests) == sorted(set(sent))
+        customers = [orjson.loads(r.body)["data"]["alert"]["customer_id"] for r in ordered.requests]
+        assert customers[2:] == sorted(customers[2:], key=lambda c: int(c.split("-")[1]))
+
+
+async def test_a_rate_limit_spaces_the_deliveries(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(client, keys, receiver.url, rate_limit=10)
+        await lapse(client, keys, clock, *(f"card-{n}" for n in range(25)))
+        await deliver(app)
+        times = sorted(r.at for r in receiver.requests)
+        assert len(times) == 25
+        # A bucket of 10 that refills at 10 per second: never more than 10 + 10 t in t.
+        for i, start in enumerate(times):
+            for j in range(i, len(times)):
+                assert j - i + 1 <= 10 + 10 * (times[j] - start) + 1, (i, j)
+        assert times[-1] - times[0] >= 1.2
+
+
+async def test_a_rotated_secret_signs_alongside_the_old_one_during_the_grace_period(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        old = endpoint["secret"]
+        path = f"/v1/webhooks/endpoints/{endpoint['id']}/rotate-secret"
+        rotated = await client.post(path, headers=keys.manage)
+        assert rotated.status_code == 200
+        new = rotated.json()["secret"]
+        assert new != old
+        grace_end = datetime.fromisoformat(rotated.json()["previous_secret_expires_at"])
+        assert timedelta(hours=23) < grace_end - utcnow() <= timedelta(hours=24)
+        await lapse(client, keys, clock, "card-1")
+        await deliver(app)
+        (request,) = receiver.requests
+        assert len(request.headers["webhook-signature"].split(" ")) == 2
+        verified(old, request)  # a receiver not yet updated still accepts it
+        verified(new, request)
+
+        again = await client.post(path, json={"grace_period": "PT0S"}, headers=keys.manage)
+        newest = again.json()["secret"]
+        assert again.json()["previous_secret_expires_at"] is None
+        await lapse(client, keys, clock, "card-2")
+        await deliver(app)
+        request = receiver.requests[1]
+        verified(newest, request)
+        with pytest.raises(WebhookVerificationError):
+            verified(new, request)
+        with pytest.raises(WebhookVerificationError):
+            verified(old, request)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -125,16 +126,14 @@ class Job:
 
 
 def queue_heads(connection: Connection) -> list[tuple[EndpointRow, datetime]]:
-    """Enabled endpoints with unfinished deliveries, and when the earliest is due."""
-    earliest = (
-        select(func.min(_deliveries.c.next_attempt_at))
-        .where(
-            _deliveries.c.endpoint_id == _endpoints.c.id,
-            _deliveries.c.status.in_(UNFINISHED),
-        )
-        .scalar_subquery()
-    )
-    query = select(*_ENDPOINT_COLUMNS, earliest).where(_endpoints.c.enabled)
+    """Enabled endpoints with unfinished deliveries, and when the next can be sent: the
+    earliest due, or for an ordered endpoint its oldest one's."""
+    d = _deliveries.c
+    unfinished = (d.endpoint_id == _endpoints.c.id, d.status.in_(UNFINISHED))
+    earliest = select(func.min(d.next_attempt_at)).where(*unfinished).scalar_subquery()
+    head = select(d.next_attempt_at).where(*unfinished).order_by(d.id).limit(1).scalar_subquery()
+    due = case((_endpoints.c.ordered, head), else_=earliest)
+    query = select(*_ENDPOINT_COLUMNS, due).where(_endpoints.c.enabled)
     return [
         (_endpoint(row[:-1]), row[-1]) for row in connection.execute(query) if row[-1] is not None
     ]
