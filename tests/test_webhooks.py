@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -14,12 +15,19 @@ import orjson
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import Connection, func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from app.alerts import repository
 from app.kit.auth import Scope
 from app.kit.db import utcnow
 from app.kit.settings import Settings
 from app.main import create_app
+from app.models import Alert, WebhookAttempt, WebhookDelivery, WebhookMessage
+from app.webhooks import outbox
+from app.webhooks import repository as webhooks
+from app.webhooks.dispatcher import Dispatcher
+from app.webhooks.repository import Job
 from app.webhooks.targets import Resolver, system_resolver
 from tests.conftest import Clock, Keys, _truncate, make_key
 from tests.receiver import Received, Receiver, Reply, always
@@ -740,3 +748,150 @@ async def test_a_rotated_secret_signs_alongside_the_old_one_during_the_grace_per
             verified(new, request)
         with pytest.raises(WebhookVerificationError):
             verified(old, request)
+
+
+# -- the outbox, leases, shutdown, retention -----------------------------------------------
+
+
+async def count(app: FastAPI, model: type[Any]) -> int:
+    async with app.state.sessionmaker() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def test_deliveries_commit_and_roll_back_with_the_alert_change(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    await add_endpoint(client, keys, "http://127.0.0.1:9/a")
+    await add_endpoint(client, keys, "http://127.0.0.1:9/b", event_types=["alert.resolved"])
+    await lapse(client, keys, clock, *(f"card-{n}" for n in range(10)))
+    assert await count(app, Alert) == 10
+    assert await count(app, WebhookMessage) == 10  # one per alert.opened
+    assert await count(app, WebhookDelivery) == 10  # to the one endpoint that wants them
+
+    class Abort(Exception):
+        pass
+
+    def open_alert_then_fail(connection: Connection) -> None:
+        (alert,) = repository.insert_alerts(
+            connection,
+            [
+                {
+                    "customer_id": "card-x",
+                    "rule": "inactivity",
+                    "status": "open",
+                    "severity": "low",
+                    "score": 0.9,
+                    "value_at_risk": Decimal(1),
+                    "store_id": None,
+                    "evidence": {},
+                    "policy_version": 0,
+                    "opened_at": clock(),
+                    "updated_at": clock(),
+                    "resolved_at": None,
+                    "resolution": None,
+                }
+            ],
+        )
+        repository.record_events(connection, [("alert.opened", alert)], clock())
+        outbox.enqueue_alert_events(connection, [("alert.opened", alert)], clock())
+        assert connection.scalar(select(func.count()).select_from(WebhookDelivery)) == 11
+        raise Abort
+
+    with pytest.raises(Abort):
+        await app.state.transactions.run(open_alert_then_fail)
+    assert await count(app, Alert) == 10
+    assert await count(app, WebhookMessage) == 10
+    assert await count(app, WebhookDelivery) == 10
+
+
+async def test_a_claim_whose_dispatcher_died_is_sent_by_another_after_the_lease(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    async with Receiver() as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        now = utcnow()
+        lease_end = now + timedelta(milliseconds=500)
+
+        def claim_and_vanish(connection: Connection) -> list[Job]:
+            (row,) = webhooks.list_endpoints(connection)
+            return webhooks.claim(connection, row, now, lease_end, 10)
+
+        (job,) = await app.state.transactions.run(claim_and_vanish)
+        assert job.attempt == 1
+        other = Dispatcher(app.state.transactions, settings)
+        try:
+            await other.dispatch_due()
+            assert receiver.requests == []  # still leased
+            (delivery,) = await deliveries(client, keys, endpoint)
+            assert delivery["status"] == "sending"
+            await asyncio.sleep((lease_end - utcnow()).total_seconds() + 0.05)
+            await other.run_until_idle()
+        finally:
+            await other.stop()
+        (request,) = receiver.requests
+        assert request.message_id == job.message_uid
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "succeeded"
+        assert delivery["attempts"] == 2  # the lost one counts
+
+
+async def test_shutdown_gives_unanswered_deliveries_back_and_marks_nothing_sent(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    async with Receiver(fail_first(1, Reply(delay=5))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        first = Dispatcher(app.state.transactions, settings)
+        await first.dispatch_due()
+        await receiver.wait_for(1)
+        await first.stop(grace=timedelta(milliseconds=100))
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "pending"  # not sent as far as anyone knows
+        assert delivery["attempts"] == 0
+        assert delivery["finished_at"] is None
+
+        second = Dispatcher(app.state.transactions, settings)
+        try:
+            await second.run_until_idle()
+        finally:
+            await second.stop()
+        assert [r.message_id for r in receiver.requests] == [receiver.requests[0].message_id] * 2
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "succeeded"
+
+
+async def test_shutdown_waits_for_sends_that_finish_within_the_grace(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    async with Receiver(always(Reply(delay=0.3))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock)
+        dispatcher = Dispatcher(app.state.transactions, settings)
+        await dispatcher.dispatch_due()
+        await receiver.wait_for(1)
+        await dispatcher.stop(grace=timedelta(seconds=5))
+        (delivery,) = await deliveries(client, keys, endpoint)
+        assert delivery["status"] == "succeeded"
+
+
+async def test_old_messages_are_purged_with_their_deliveries_unless_being_sent(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        await deliver(app)
+        await lapse(client, keys, clock, "card-3")
+
+        def claim(connection: Connection) -> list[Job]:
+            (row,) = webhooks.list_endpoints(connection)
+            return webhooks.claim(connection, row, utcnow(), utcnow() + timedelta(hours=1), 1)
+
+        (in_flight,) = await app.state.transactions.run(claim)
+        later = utcnow() + timedelta(seconds=1)
+        purged = await app.state.transactions.run(lambda c: webhooks.purge(c, later))
+        assert purged == 2
+        (left,) = await deliveries(client, keys, endpoint)
+        assert left["id"] == in_flight.delivery_id
+        assert await count(app, WebhookAttempt) == 0  # the purged deliveries' attempts too
