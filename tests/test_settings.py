@@ -53,3 +53,45 @@ def test_an_empty_reason_list_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("RADAR_ALERT_REASONS", "[]")
     with pytest.raises(ValidationError, match="alert_reasons"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("0", 0.0), ("90", 90.0), ("0.2", 0.2), ("PT5M", 300.0), ("P1D", 86400.0)],
+)
+def test_durations_take_iso_8601_or_seconds(
+    monkeypatch: pytest.MonkeyPatch, given: str, seconds: float
+) -> None:
+    monkeypatch.setenv("RADAR_SWEEP_INTERVAL", given)
+    assert Settings().sweep_interval.total_seconds() == seconds
+
+
+def test_webhook_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    monkeypatch.setenv("RADAR_WEBHOOK_RETRY_SCHEDULE", '["PT1S", 30, "0.5"]')
+    monkeypatch.setenv("RADAR_WEBHOOK_ALLOWED_NETWORKS", '["10.1.0.0/16", "fd00::/8"]')
+    settings = Settings()
+    assert [d.total_seconds() for d in settings.webhook_retry_schedule] == [1.0, 30.0, 0.5]
+    assert settings.webhook_allowed_networks == [
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("fd00::/8"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RADAR_WEBHOOK_LEASE", "10"),  # not longer than the 15 s timeout
+        ("RADAR_WEBHOOK_RETRY_SCHEDULE", "[]"),
+        ("RADAR_WEBHOOK_ALLOWED_NETWORKS", '["10.1.2.3/8"]'),  # host bits set
+        ("RADAR_WEBHOOK_TIMEOUT", "0"),
+        ("RADAR_SWEEP_INTERVAL", "soon"),
+    ],
+)
+def test_bad_webhook_settings_stop_the_start(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()

@@ -7,9 +7,9 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/radar.db"
@@ -33,6 +33,16 @@ def normalize_database_url(url: str) -> str:
     raise ValueError(f"unsupported database {scheme!r}: use sqlite or postgresql")
 
 
+def _seconds(value: object) -> object:
+    """Durations in the environment are ISO 8601 (`PT5M`) or plain seconds (`300`, `0.2`)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d*)?\s*", value):
+        return float(value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_seconds)]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RADAR_", extra="ignore")
 
@@ -45,17 +55,17 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     # Concurrent ingest transactions per process on PostgreSQL (SQLite always uses one).
     writer_concurrency: int = Field(default=2, ge=1, le=32)
-    db_connect_timeout: timedelta = timedelta(seconds=5)
+    db_connect_timeout: Duration = timedelta(seconds=5)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
-    max_future_skew: timedelta = timedelta(minutes=5)
-    idempotency_key_ttl: timedelta = timedelta(hours=24)
+    max_future_skew: Duration = timedelta(minutes=5)
+    idempotency_key_ttl: Duration = timedelta(hours=24)
     # How often the population model is refitted in the background; 0 turns it off.
-    refit_interval: timedelta = timedelta(hours=6)
+    refit_interval: Duration = timedelta(hours=6)
     # How often the sweeper re-evaluates customers whose next check has come (a customer who
     # stops coming sends no events); 0 turns it off. Alerts for silence open within this.
-    sweep_interval: timedelta = timedelta(seconds=60)
+    sweep_interval: Duration = timedelta(seconds=60)
     sweep_batch_size: int = Field(default=1000, ge=1, le=100_000)
     # Why customers leave: the reasons staff may give when they resolve an alert as won back
     # or lost (a JSON list in the environment).
@@ -78,23 +88,23 @@ class Settings(BaseSettings):
     alert_workflow_scope: Literal["read", "manage"] = "read"
     # An acknowledged alert nobody resolves within this is announced again (alert.escalated);
     # 0 turns escalation off.
-    alert_escalate_after: timedelta = timedelta(hours=48)
+    alert_escalate_after: Duration = timedelta(hours=48)
     # How long the alert change feed keeps events; older cursors get 410 and resynchronise.
-    alert_feed_retention: timedelta = timedelta(days=30)
+    alert_feed_retention: Duration = timedelta(days=30)
     # A JSON policy stored as a new version at start when it differs from the current one.
     policy_file: Path | None = None
     # Webhooks. Whether this process sends them (each replica may; `radar dispatch` runs a
     # dispatcher on its own).
     webhook_dispatcher: bool = True
     # How often the queue is looked at when idle: the added latency of a delivery, at most.
-    webhook_poll_interval: timedelta = Field(default=timedelta(milliseconds=200), gt=timedelta(0))
-    webhook_timeout: timedelta = Field(default=timedelta(seconds=15), gt=timedelta(0))
+    webhook_poll_interval: Duration = Field(default=timedelta(milliseconds=200), gt=timedelta(0))
+    webhook_timeout: Duration = Field(default=timedelta(seconds=15), gt=timedelta(0))
     # A claimed delivery is another dispatcher's to retry after this (the claimer died); it
     # must outlast a request, so that a slow receiver is never sent the same message twice.
-    webhook_lease: timedelta = timedelta(seconds=60)
+    webhook_lease: Duration = timedelta(seconds=60)
     # The waits between attempts, like Svix's (each with +-20 % jitter); the delivery fails
     # (dead letter) after the last one.
-    webhook_retry_schedule: list[timedelta] = Field(
+    webhook_retry_schedule: list[Duration] = Field(
         default=[
             timedelta(seconds=5),
             timedelta(minutes=5),
@@ -107,29 +117,29 @@ class Settings(BaseSettings):
         min_length=1,
     )
     # A receiver's Retry-After (429, 503) is honoured up to this.
-    webhook_retry_after_max: timedelta = timedelta(hours=1)
+    webhook_retry_after_max: Duration = timedelta(hours=1)
     # An endpoint whose every attempt failed for this long is disabled (endpoint.disabled).
-    webhook_disable_after: timedelta = timedelta(days=5)
+    webhook_disable_after: Duration = timedelta(days=5)
     # Circuit breaker: after this many failures in a row the endpoint is paused (no sends)
     # for the cooldown, doubled at each further failure up to the maximum.
     webhook_circuit_failures: int = Field(default=5, ge=1)
-    webhook_circuit_cooldown: timedelta = timedelta(seconds=30)
-    webhook_circuit_cooldown_max: timedelta = timedelta(minutes=30)
+    webhook_circuit_cooldown: Duration = timedelta(seconds=30)
+    webhook_circuit_cooldown_max: Duration = timedelta(minutes=30)
     # Deliveries in flight at once per process.
     webhook_concurrency: int = Field(default=32, ge=1, le=1000)
     # After a secret rotation the old secret also signs for this long.
-    webhook_secret_grace: timedelta = timedelta(hours=24)
+    webhook_secret_grace: Duration = timedelta(hours=24)
     # Finished deliveries and their attempts are kept this long.
-    webhook_retention: timedelta = timedelta(days=30)
+    webhook_retention: Duration = timedelta(days=30)
     # Webhook targets in private, loopback, link-local or reserved networks are refused
     # unless they are inside one of these (CIDR list, e.g. ["10.1.2.0/24"]).
     webhook_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     # How often expired idempotency records are purged; 0 turns the loop off.
-    housekeeping_interval: timedelta = timedelta(minutes=10)
+    housekeeping_interval: Duration = timedelta(minutes=10)
     # How long a verified API key is trusted before it is looked up again: the longest a
     # revocation made on another replica takes to be honoured here.
-    auth_cache_ttl: timedelta = timedelta(seconds=5)
-    key_last_used_resolution: timedelta = timedelta(minutes=1)
+    auth_cache_ttl: Duration = timedelta(seconds=5)
+    key_last_used_resolution: Duration = timedelta(minutes=1)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
