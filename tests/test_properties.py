@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import httpx
+import orjson
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
@@ -14,10 +15,12 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 from app.kit.auth import Scope
-from app.kit.db import Base
+from app.kit.db import Base, utcnow
 from app.kit.settings import Settings
 from app.main import create_app
-from app.models import Alert
+from app.models import Alert, AlertEvent, WebhookDelivery, WebhookMessage
+from app.webhooks import service as webhooks
+from app.webhooks.schemas import EVENT_TYPES, EndpointIn, EventType
 from tests.conftest import make_key, stored_customers, stored_events
 
 offsets = st.integers(min_value=-12 * 60, max_value=14 * 60).map(
@@ -93,11 +96,39 @@ async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> 
             for table in reversed(Base.metadata.sorted_tables):
                 await session.execute(delete(table))
         key = await make_key(app, "till", Scope.INGEST)
+        await app.state.transactions.run(
+            lambda c: webhooks.create(
+                c, EndpointIn(url="http://127.0.0.1:9/crm", event_types=ALERT_TYPES), utcnow()
+            )
+        )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             for delivery in deliveries:
                 await _post_all(client, key, delivery)
+        await _assert_every_alert_change_is_queued(app)
         return [*await stored_events(app), *await stored_customers(app), *await _open(app)]
+
+
+ALERT_TYPES: list[EventType] = [t for t in EVENT_TYPES if t.startswith("alert.")]
+
+
+async def _assert_every_alert_change_is_queued(app: FastAPI) -> None:
+    """The outbox holds one delivery for each alert change, with the alert as it was."""
+    async with app.state.sessionmaker() as session:
+        changes = await session.execute(select(AlertEvent.type, AlertEvent.data))
+        queued = await session.execute(
+            select(WebhookMessage.payload).join(
+                WebhookDelivery, WebhookDelivery.message_id == WebhookMessage.id
+            )
+        )
+        expected = sorted(
+            orjson.dumps([kind, data], option=orjson.OPT_SORT_KEYS) for kind, data in changes
+        )
+        found = sorted(
+            orjson.dumps([p["type"], p["data"]["alert"]], option=orjson.OPT_SORT_KEYS)
+            for (p,) in queued
+        )
+        assert found == expected
 
 
 EVALUATED_AT = datetime(2026, 1, 2, tzinfo=UTC)
