@@ -895,3 +895,52 @@ async def test_old_messages_are_purged_with_their_deliveries_unless_being_sent(
         (left,) = await deliveries(client, keys, endpoint)
         assert left["id"] == in_flight.delivery_id
         assert await count(app, WebhookAttempt) == 0  # the purged deliveries' attempts too
+
+
+async def test_a_customer_won_back_by_staff_is_announced_as_recovered(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(
+            client, keys, receiver.url, event_types=["alert.resolved", "customer.recovered"]
+        )
+        await lapse(client, keys, clock, "card-1", "card-2")
+        alerts = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
+        by_customer = {alert["customer_id"]: alert for alert in alerts}
+        for customer, outcome, reason in (
+            ("card-1", "won_back", "price"),
+            ("card-2", "lost", "price"),
+        ):
+            resolved = await client.post(
+                f"/v1/alerts/{by_customer[customer]['id']}/resolve",
+                json={"outcome": outcome, "reason": reason, "by": "maria"},
+                headers=keys.read,
+            )
+            assert resolved.status_code == 200, resolved.text
+        await deliver(app)
+        bodies = [orjson.loads(r.body) for r in receiver.requests]
+        assert [(b["type"], b["data"]["customer"]["customer_id"]) for b in bodies] == [
+            ("alert.resolved", "card-1"),
+            ("customer.recovered", "card-1"),  # a lost customer is not recovered
+            ("alert.resolved", "card-2"),
+        ]
+        assert bodies[0]["data"]["actor"] == "maria"
+        assert bodies[1]["data"]["alerts"][0]["resolution"] == "won_back"
+
+
+async def test_deleting_an_endpoint_mid_delivery_drops_its_queue_cleanly(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver(always(Reply(delay=0.3))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        dispatcher = app.state.dispatcher
+        await dispatcher.dispatch_due()
+        await receiver.wait_for(2)
+        path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+        assert (await client.delete(path, headers=keys.manage)).status_code == 204
+        await deliver(app)  # the answers come back for deliveries that are gone
+        assert await count(app, WebhookDelivery) == 0
+        assert await count(app, WebhookAttempt) == 0
+        metrics = (await client.get("/metrics")).text
+        assert 'radar_webhook_attempts_total{result="succeeded"} 2.0' in metrics
