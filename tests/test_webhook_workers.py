@@ -107,3 +107,17 @@ async def test_two_workers_send_every_delivery_once(
         pairs = Counter((r.message_id, r.headers["webhook-signature"]) for r in receiver.requests)
         assert set(pairs.values()) == {1}, "no delivery sent twice"
         assert await statuses(app) == Counter({"succeeded": 80})
+
+
+async def test_dispatch_once_sends_what_is_due_and_exits(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2", "card-3")
+        process = await asyncio.create_subprocess_exec(
+            RADAR, "dispatch", "--once", env=worker_env(settings)
+        )
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert len({r.message_id for r in receiver.requests}) == 3
+        assert await statuses(app) == Counter({"succeeded": 3})
