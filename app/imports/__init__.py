@@ -1,0 +1,1 @@
+"""Purchase history files: reading them, and importing them through the ingestion path."""

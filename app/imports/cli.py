@@ -1,0 +1,156 @@
+"""The terminal side of `radar import`: options, the progress bar, and the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import click
+import orjson
+from tqdm import tqdm
+
+from app.imports.reader import ReadOptions, detect_format, parse_mapping
+from app.imports.service import ImportSummary, Progress, import_local, import_remote
+from app.kit.db import TransactionRunner, create_engine, utcnow
+from app.kit.migrations import upgrade
+from app.kit.settings import get_settings
+
+SHOWN_REJECTS = 10
+
+
+def read_options(
+    file_format: str | None,
+    mapping: str,
+    delimiter: str,
+    no_header: bool,
+    columns: str,
+    date_format: str | None,
+    timezone: str,
+    default_store: str | None,
+    default_currency: str | None,
+    encoding: str,
+) -> ReadOptions:
+    try:
+        fields = parse_mapping(mapping)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--map") from exc
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise click.BadParameter(
+            f"unknown time zone {timezone!r}", param_hint="--timezone"
+        ) from exc
+    names = tuple(c.strip() for c in columns.split(",") if c.strip())
+    if no_header and not names:
+        raise click.UsageError("--no-header needs --columns")
+    try:
+        "".encode(encoding)
+    except LookupError as exc:
+        raise click.BadParameter(f"unknown encoding {encoding!r}", param_hint="--encoding") from exc
+    return ReadOptions(
+        format=cast(Any, file_format),
+        mapping=fields,
+        delimiter={"tab": "\t"}.get(delimiter, delimiter),
+        header=not no_header,
+        columns=names,
+        date_format=date_format,
+        timezone=timezone,
+        default_store=default_store,
+        default_currency=default_currency,
+        encoding=encoding,
+    )
+
+
+def run(
+    path: Path, options: ReadOptions, *, url: str | None, key: str | None, sweep: bool
+) -> ImportSummary:
+    if options.format is None:
+        try:
+            detect_format(path)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    size = path.stat().st_size
+    with tqdm(
+        total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr, disable=None
+    ) as bar:
+
+        def progress(rows: int, position: int) -> None:
+            bar.update(position - bar.n)
+            bar.set_postfix(rows=rows, refresh=False)
+
+        try:
+            if url is not None:
+                assert key is not None
+                return asyncio.run(import_remote(url, key, path, options, progress=progress))
+            return asyncio.run(_local(path, options, progress, sweep))
+        except ValueError as exc:  # the file as a whole is unreadable (no header, say)
+            raise click.ClickException(str(exc)) from exc
+
+
+async def _local(
+    path: Path, options: ReadOptions, progress: Progress, sweep: bool
+) -> ImportSummary:
+    from app.alerts.service import Evaluator
+    from app.alerts.service import sweep as sweep_due
+
+    settings = get_settings()
+    engine = create_engine(settings)
+    transactions = TransactionRunner(engine, settings)
+    try:
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        summary = await import_local(
+            transactions,
+            path,
+            options,
+            max_future_skew=settings.max_future_skew,
+            progress=progress,
+        )
+        if sweep:
+            evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
+            result = await sweep_due(
+                transactions,
+                evaluator,
+                utcnow,
+                batch_size=settings.sweep_batch_size,
+                max_batches=1_000_000,
+            )
+            click.echo(f"evaluated {result.customers} customers", err=True)
+        return summary
+    finally:
+        await transactions.close()
+        await engine.dispose()
+
+
+def report(summary: ImportSummary, rejects: Path | None, as_json: bool) -> None:
+    if rejects is not None:
+        with rejects.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "event_id", "field", "code", "message", "row"])
+            for r in summary.rejects:
+                writer.writerow([r.line, r.event_id, r.pointer, r.code, r.message, r.raw])
+    if as_json:
+        body = summary.as_dict() | {
+            "rejects": [
+                {"line": r.line, "field": r.pointer, "code": r.code, "message": r.message}
+                for r in summary.rejects
+            ]
+        }
+        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return
+    rate = summary.rows / summary.seconds if summary.seconds else 0.0
+    click.echo(
+        f"{summary.rows} rows in {summary.seconds:.1f} s ({rate:,.0f} rows/s): "
+        f"{summary.accepted} accepted, {summary.duplicates} duplicates, "
+        f"{summary.rejected} rejected"
+    )
+    for r in summary.rejects[:SHOWN_REJECTS]:
+        where = f" {r.pointer.lstrip('/')}" if r.pointer else ""
+        click.echo(f"  line {r.line}{where}: {r.message} [{r.code}]")
+    if summary.rejected > SHOWN_REJECTS:
+        hint = f"all in {rejects}" if rejects else "--rejects FILE writes them all"
+        click.echo(f"  ... and {summary.rejected - SHOWN_REJECTS} more ({hint})")
