@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.imports.options import reader_options
 from app.kit.auth import Scope
 from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, unit_of_work
 from app.kit.migrations import upgrade
@@ -125,39 +126,7 @@ def sweep() -> None:
 
 @main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--format",
-    "file_format",
-    type=click.Choice(["csv", "jsonl"]),
-    default=None,
-    help="Default: from the name (.csv/.tsv/.txt, .jsonl/.ndjson; .gz allowed)",
-)
-@click.option(
-    "--map",
-    "mapping",
-    default="",
-    metavar="FIELD=COLUMN,...",
-    help="Columns for the event fields, e.g. customer_id=card,occurred_at=date",
-)
-@click.option(
-    "--delimiter",
-    default=",",
-    show_default=True,
-    help="CSV delimiter; 'tab', or 'whitespace' for runs of spaces",
-)
-@click.option("--no-header", is_flag=True, help="The CSV has no header row (give --columns)")
-@click.option("--columns", default="", help="Column names of a CSV without a header")
-@click.option(
-    "--date-format",
-    default=None,
-    help="yyyymmdd, yyyy-mm-dd, dd/mm/yyyy, mm/dd/yyyy or a strftime pattern (default: ISO 8601)",
-)
-@click.option(
-    "--timezone", default="UTC", show_default=True, help="For dates and times without an offset"
-)
-@click.option("--store", "default_store", default=None, help="store_id of rows without one")
-@click.option("--currency", "default_currency", default=None, help="Currency of rows without one")
-@click.option("--encoding", default="utf-8", show_default=True)
+@reader_options
 @click.option(
     "--rejects",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -179,21 +148,12 @@ def sweep() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON")
 def import_command(
     file: Path,
-    file_format: str | None,
-    mapping: str,
-    delimiter: str,
-    no_header: bool,
-    columns: str,
-    date_format: str | None,
-    timezone: str,
-    default_store: str | None,
-    default_currency: str | None,
-    encoding: str,
     rejects: Path | None,
     url: str | None,
     key: str | None,
     sweep: bool,
     as_json: bool,
+    **reader: Any,
 ) -> None:
     """Load purchase history from a CSV or JSON Lines file (gzip too).
 
@@ -202,18 +162,7 @@ def import_command(
     """
     from app.imports import cli as imports
 
-    options = imports.read_options(
-        file_format,
-        mapping,
-        delimiter,
-        no_header,
-        columns,
-        date_format,
-        timezone,
-        default_store,
-        default_currency,
-        encoding,
-    )
+    options = imports.read_options(**reader)
     if url is not None and key is None:
         raise click.UsageError("--url needs --key (or RADAR_KEY) with the ingest scope")
     summary = imports.run(file, options, url=url, key=key, sweep=sweep)

@@ -76,7 +76,7 @@ def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def _candidates(rows: Sequence[Row]) -> list[Candidate]:
+def validate_rows(rows: Sequence[Row]) -> list[Candidate]:
     """Validate each row as the API would; a row that could not be read is rejected."""
     found = []
     for row in rows:
@@ -130,7 +130,7 @@ async def import_local(
     # While one chunk is being stored (in the database's thread), the next is read and
     # validated here: the two overlap instead of taking turns.
     for rows in _chunks(read(path, options, position), LOCAL_CHUNK):
-        candidates = _candidates(rows)
+        candidates = validate_rows(rows)
         plan = plan_store(candidates, received_at=utcnow(), max_future_skew=max_future_skew)
         if storing is not None:
             await storing
