@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,6 +169,38 @@ def import_command(
         raise click.UsageError("--url needs --key (or RADAR_KEY) with the ingest scope")
     summary = imports.run(file, options, url=url, key=key, sweep=sweep)
     imports.report(summary, rejects, as_json)
+
+
+@main.command()
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="The day the scores are as of (default: today, UTC)",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The CSV file (default: stdout)",
+)
+def scores(as_of: datetime | None, out: Path | None) -> None:
+    """Every customer's scores as of a day, as CSV (patterns rebuilt from the events up to
+    that day; the current population model and policy)."""
+    from app.kit.db import utcnow
+    from app.scoring.export import export_scores
+
+    day = as_of.date() if as_of else utcnow().date()
+    handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
+    try:
+        count = _with_transactions(
+            lambda transactions: transactions.read(lambda c: export_scores(c, day, handle))
+        )
+    finally:
+        if out:
+            handle.close()
+    click.echo(f"scored {count} customers as of {day}", err=True)
 
 
 @main.command()

@@ -57,3 +57,25 @@ def test_serve_refuses_several_workers_on_sqlite(runner: CliRunner) -> None:
     result = runner.invoke(main, ["serve", "--workers", "2"])
     assert result.exit_code == 2
     assert "single-node" in result.output
+
+
+def test_import_then_scores_as_of_a_day(runner: CliRunner, tmp_path: Path) -> None:
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "customer_id,occurred_at,amount\n"
+        "c-1,2026-01-05,10\nc-1,2026-01-12,12\nc-2,2026-01-06,30\nc-3,2026-03-01,5\n"
+    )
+    imported = runner.invoke(
+        main, ["import", str(history), "--store", "s-1", "--currency", "EUR", "--json"]
+    )
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout)["accepted"] == 4
+    out = tmp_path / "scores.csv"
+    result = runner.invoke(main, ["scores", "--as-of", "2026-02-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "scored 2 customers as of 2026-02-01" in result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("as_of,horizon_days,model,customer_id,")
+    assert [line.split(",")[3] for line in lines[1:]] == ["c-1", "c-2"]
+    bad = runner.invoke(main, ["scores", "--as-of", "yesterday"])
+    assert bad.exit_code == 2

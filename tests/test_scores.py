@@ -130,3 +130,37 @@ async def test_refit_keeps_the_prior_until_enough_customers_then_fits(
     expected = expected_spend_per_visit(model.spend, [x], [20.0 if x else 0.0])[0]
     assert body["scores"]["expected_spend_per_visit"] == pytest.approx(expected, abs=0.01)
     assert body["scores"]["expected_spend_per_visit"] == pytest.approx(20, rel=0.05)
+
+
+async def test_scores_as_of_a_day_see_only_the_history_up_to_it(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    import csv
+    import io
+
+    from app.scoring.export import export_scores
+
+    await _post(client, keys, _regular("weekly", date(2026, 1, 5), 7, 10))  # to 2026-03-09
+    await _post(client, keys, _regular("late", date(2026, 3, 1), 7, 2))
+
+    async def rows(as_of: date) -> dict[str, dict[str, str]]:
+        out = io.StringIO()
+        await app.state.transactions.read(lambda c: export_scores(c, as_of, out))
+        return {row["customer_id"]: row for row in csv.DictReader(io.StringIO(out.getvalue()))}
+
+    early = await rows(date(2026, 2, 1))
+    assert set(early) == {"weekly"}  # "late" had not come yet
+    assert early["weekly"]["visit_days"] == "4"  # Jan 5, 12, 19, 26
+    assert early["weekly"]["last_visit_on"] == "2026-01-26"
+    assert early["weekly"]["days_since_last_visit"] == "6"
+    assert early["weekly"]["as_of"] == "2026-02-01"
+    assert early["weekly"]["model"] == "prior"
+
+    later = await rows(date(2026, 6, 1))
+    assert set(later) == {"weekly", "late"}
+    assert later["weekly"]["visit_days"] == "10"
+    # Silent for months: the score of no purchase within the horizon has grown.
+    assert float(later["weekly"]["p_no_purchase_within"]) > float(
+        early["weekly"]["p_no_purchase_within"]
+    )
+    assert float(later["weekly"]["value_at_risk"]) < float(early["weekly"]["value_at_risk"])

@@ -73,15 +73,26 @@ def rebuild(connection: Connection) -> int:
     repository.clear(connection)
     events = [stored_event(row) for row in repository.all_events(connection)]
     visits = set(_visits(events))
-    by_customer = _facts(events, visits)
     repository.record_visit_days(connection, visits)
-    repository.lock_states(connection, list(by_customer))
+    states = states_from(events)
+    repository.lock_states(connection, [state.customer_id for state in states])
     now = utcnow()
-    states = [CustomerState(c).apply(facts) for c, facts in by_customer.items()]
     for state in states:
         state.next_check_at = now
     repository.save_states(connection, states)
-    return len(by_customer)
+    return len(states)
+
+
+def states_from(events: Sequence[StoredEvent]) -> list[CustomerState]:
+    """Every customer's pattern, built from their events alone (nothing is read or written)."""
+    by_customer = _facts(events, set(_visits(events)))
+    return [CustomerState(c).apply(facts) for c, facts in by_customer.items()]
+
+
+def states_as_of(connection: Connection, as_of: date) -> list[CustomerState]:
+    """The patterns as they were at the end of `as_of`, from the stored events up to it."""
+    events = [stored_event(row) for row in repository.all_events(connection)]
+    return states_from([event for event in events if event.day <= as_of])
 
 
 def _visits(events: Iterable[StoredEvent]) -> Iterator[tuple[str, date]]:
