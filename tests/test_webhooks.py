@@ -4,6 +4,7 @@ signed as Standard Webhooks says (verified with the `standardwebhooks` package).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, timedelta
@@ -944,3 +945,25 @@ async def test_deleting_an_endpoint_mid_delivery_drops_its_queue_cleanly(
         assert await count(app, WebhookAttempt) == 0
         metrics = (await client.get("/metrics")).text
         assert 'radar_webhook_attempts_total{result="succeeded"} 2.0' in metrics
+
+
+async def test_webhook_secrets_never_reach_the_logs(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with Receiver(fail_first(1, Reply(410))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        rotated = await client.post(
+            f"/v1/webhooks/endpoints/{endpoint['id']}/rotate-secret", headers=keys.manage
+        )
+        await lapse(client, keys, clock)
+        await deliver(app)  # a 410: the endpoint is disabled, with a warning logged
+    records = "\n".join(str(vars(record)) for record in caplog.records)
+    assert "webhook endpoint disabled" in records, "the dispatcher's log should have run"
+    for secret in (endpoint["secret"], rotated.json()["secret"]):
+        assert secret not in records
+        assert secret.removeprefix("whsec_") not in records
