@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.backtest.cli import backtest_command
 from app.imports.options import reader_options
 from app.kit.auth import Scope
 from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, unit_of_work
@@ -331,3 +332,6 @@ def openapi(out: Path | None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+main.add_command(backtest_command)
