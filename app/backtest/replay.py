@@ -14,19 +14,18 @@ from __future__ import annotations
 import functools
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from itertools import islice
 from pathlib import Path
 
 from sqlalchemy import Connection, select
 
 from app.alerts.service import Evaluator, sweep
-from app.imports.reader import ReadOptions, Row, read
-from app.imports.service import validate_rows
+from app.imports.reader import ReadOptions, read
+from app.imports.service import chunks, validate_rows
 from app.ingestion.schemas import EventKind, ItemStatus
 from app.ingestion.service import Candidate, apply_plan, plan_store
 from app.kit.db import TransactionRunner, create_engine
@@ -113,7 +112,7 @@ async def replay(
 def load(path: Path, options: ReadOptions) -> list[Candidate]:
     """Every row, read and validated as the API would (rejected rows keep their errors)."""
     candidates: list[Candidate] = []
-    for rows in _chunks(read(path, options), READ_CHUNK):
+    for rows in chunks(read(path, options), READ_CHUNK):
         candidates.extend(validate_rows(rows))
     return candidates
 
@@ -213,11 +212,6 @@ async def _throwaway_database() -> AsyncIterator[TransactionRunner]:
         finally:
             await transactions.close()
             await engine.dispose()
-
-
-def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    while chunk := list(islice(rows, size)):
-        yield chunk
 
 
 def _fixed(now: datetime) -> Callable[[], datetime]:

@@ -71,7 +71,7 @@ class ImportSummary:
         }
 
 
-def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+def chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
     while chunk := list(islice(rows, size)):
         yield chunk
 
@@ -129,7 +129,7 @@ async def import_local(
     storing: asyncio.Task[None] | None = None
     # While one chunk is being stored (in the database's thread), the next is read and
     # validated here: the two overlap instead of taking turns.
-    for rows in _chunks(read(path, options, position), LOCAL_CHUNK):
+    for rows in chunks(read(path, options, position), LOCAL_CHUNK):
         candidates = validate_rows(rows)
         plan = plan_store(candidates, received_at=utcnow(), max_future_skew=max_future_skew)
         if storing is not None:
@@ -175,7 +175,7 @@ async def import_remote(
     async with httpx.AsyncClient(
         base_url=url.rstrip("/"), headers=headers, timeout=60, transport=transport
     ) as http:
-        for rows in _chunks(read(path, options, position), REMOTE_CHUNK):
+        for rows in chunks(read(path, options, position), REMOTE_CHUNK):
             candidates = [Candidate(row.line, None, "") for row in rows]
             sendable = []
             for row, candidate in zip(rows, candidates, strict=True):
