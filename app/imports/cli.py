@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,9 +79,12 @@ def run(
         total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr, disable=None
     ) as bar:
 
+        started = time.monotonic()
+
         def progress(rows: int, position: int) -> None:
             bar.update(position - bar.n)
-            bar.set_postfix(rows=rows, refresh=False)
+            rate = rows / max(time.monotonic() - started, 1e-9)
+            bar.set_postfix_str(f"{rows:,} rows, {rate:,.0f} rows/s", refresh=False)
 
         try:
             if url is not None:
