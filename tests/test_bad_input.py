@@ -16,6 +16,12 @@ pytestmark = pytest.mark.anyio
 
 # (case id, field overrides, expected error code, expected pointer)
 BAD_FIELDS: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "attributes with an integer beyond 64 bits",
+        {"attributes": {"points": [2**70]}},
+        "attributes_not_json",
+        "/attributes",
+    ),
     ("amount not a number", {"amount": "abc"}, "decimal_parsing", "/amount"),
     ("amount negative", {"amount": "-5"}, "greater_than", "/amount"),
     ("amount zero", {"amount": 0}, "greater_than", "/amount"),
@@ -250,3 +256,48 @@ async def test_unknown_route_and_method_are_problems(client: httpx.AsyncClient, 
     assert_problem(
         await client.get("/v1/purchases", headers=keys.ingest), 405, "method_not_allowed"
     )
+
+
+HUGE = str(2**63)  # one past the largest id the database holds
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "pointer"),
+    [
+        ("GET", f"/v1/alerts/{HUGE}", {}, "/path/alert_id"),
+        ("POST", f"/v1/alerts/{HUGE}/acknowledge", {}, "/path/alert_id"),
+        ("GET", "/v1/alerts/changes", {"after": HUGE}, "/query/after"),
+        ("GET", "/v1/alerts", {"min_value_at_risk": "1e30"}, "/query/min_value_at_risk"),
+        ("DELETE", f"/v1/keys/{HUGE}", {}, "/path/key_id"),
+        ("GET", f"/v1/webhooks/endpoints/{HUGE}", {}, "/path/endpoint_id"),
+        ("GET", f"/v1/webhooks/endpoints/1/deliveries/{HUGE}", {}, "/path/delivery_id"),
+        ("GET", "/v1/webhooks/endpoints/1/attempts", {"before": HUGE}, "/query/before"),
+    ],
+)
+async def test_ids_beyond_64_bits_are_refused_not_crashed_on(
+    client: httpx.AsyncClient,
+    keys: Keys,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    pointer: str,
+) -> None:
+    headers = keys.read if path.startswith("/v1/alerts") else keys.manage
+    response = await client.request(method, path, params=params, headers=headers, json={})
+    assert response.status_code == 422, response.text
+    assert pointer in [e["pointer"] for e in response.json()["errors"]]
+
+
+async def test_a_cursor_forged_with_a_huge_id_is_a_bad_cursor(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    import base64
+
+    for forged in (
+        b'{"s": "-value_at_risk", "v": "1", "i": 1180591620717411303424}',
+        b'{"s": "-value_at_risk", "v": "1e40", "i": 5}',
+    ):
+        cursor = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+        response = await client.get("/v1/alerts", params={"cursor": cursor}, headers=keys.read)
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "invalid_cursor"

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy import Connection
 
 from app.alerts import queries, workflow
@@ -31,6 +31,7 @@ from app.customers.repository import get_state
 from app.kit.auth import BearerCredentials, Principal, ReadKey, Scope, require_scope
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import Gone, NotFound, problem_responses
+from app.kit.params import MAX_ROW_ID, RowId
 from app.kit.settings import Settings
 from app.policy.schemas import Rule, Severity
 
@@ -58,7 +59,9 @@ async def list_alerts(
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
     store_id: Annotated[list[str], Query(max_length=128)] = [],  # noqa: B006
     customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    min_value_at_risk: Annotated[Decimal | None, Query(ge=0)] = None,
+    min_value_at_risk: Annotated[
+        Decimal | None, Query(ge=0, max_digits=18, decimal_places=4)
+    ] = None,
     opened_after: Annotated[datetime | None, Query()] = None,
     opened_before: Annotated[datetime | None, Query()] = None,
     sort: Sort = "-value_at_risk",
@@ -92,7 +95,9 @@ async def alert_changes(
     request: Request,
     response: Response,
     _: ReadKey,
-    after: Annotated[int, Query(ge=0, description="The last seq seen (0: from the start)")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_ROW_ID, description="The last seq seen (0: from the start)")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[int, Query(ge=0, le=30, description="Seconds to wait for a change")] = 0,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -128,9 +133,7 @@ async def alert_changes(
 
 
 @router.get("/{alert_id}", summary="An alert, its customer and its history")
-async def get_alert_detail(
-    request: Request, _: ReadKey, alert_id: Annotated[int, Path(ge=1)]
-) -> AlertDetail:
+async def get_alert_detail(request: Request, _: ReadKey, alert_id: RowId) -> AlertDetail:
     def load(connection: Connection) -> tuple[AlertRow | None, Any, list[FeedEvent]]:
         alert = get_alert(connection, alert_id)
         if alert is None:
@@ -162,7 +165,7 @@ _ACTION_ERRORS = problem_responses(404, 409, 422)
 async def acknowledge(
     request: Request,
     key: WorkflowKey,
-    alert_id: Annotated[int, Path(ge=1)],
+    alert_id: RowId,
     body: AcknowledgeIn | None = None,
 ) -> AlertOut:
     actor = (body.by if body else None) or key.name
@@ -172,9 +175,7 @@ async def acknowledge(
 @router.post(
     "/{alert_id}/snooze", summary="Hide the alert until a moment", responses=_ACTION_ERRORS
 )
-async def snooze(
-    request: Request, key: WorkflowKey, alert_id: Annotated[int, Path(ge=1)], body: SnoozeIn
-) -> AlertOut:
+async def snooze(request: Request, key: WorkflowKey, alert_id: RowId, body: SnoozeIn) -> AlertOut:
     return await _apply(
         request, alert_id, workflow.Change("snooze", body.by or key.name, until=body.until)
     )
@@ -185,9 +186,7 @@ async def snooze(
     summary="Close the alert with the outcome and the customer's reason",
     responses=_ACTION_ERRORS,
 )
-async def resolve(
-    request: Request, key: WorkflowKey, alert_id: Annotated[int, Path(ge=1)], body: ResolveIn
-) -> AlertOut:
+async def resolve(request: Request, key: WorkflowKey, alert_id: RowId, body: ResolveIn) -> AlertOut:
     change = workflow.Change(
         "resolve",
         body.by or key.name,

@@ -14,12 +14,14 @@ from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, t
 
 from app.alerts.repository import COLUMNS, AlertRow, to_alert
 from app.kit.errors import BadRequest, FieldError
+from app.kit.params import MAX_ROW_ID
 from app.models import Alert, AlertEvent, AlertFeedState
 
 _alerts = cast(Table, Alert.__table__)
 _events = cast(Table, AlertEvent.__table__)
 _feed_state = cast(Table, AlertFeedState.__table__)
 
+_MAX_MONEY = Decimal(MAX_ROW_ID) / 10_000  # amounts are stored in 1/10,000
 Sort = Literal["-value_at_risk", "value_at_risk", "-opened_at", "opened_at"]
 
 
@@ -89,8 +91,13 @@ def _decode(cursor: str, sort: str) -> tuple[Any, int]:
         if data["s"] != sort:
             raise _bad_cursor("the cursor belongs to another sort order; start without one")
         last_id = int(data["i"])
+        if not 0 < last_id <= MAX_ROW_ID:
+            raise ValueError(last_id)
         if sort.endswith("value_at_risk"):
-            return Decimal(data["v"]), last_id
+            value = Decimal(data["v"])
+            if not value.is_finite() or abs(value) >= _MAX_MONEY:
+                raise ValueError(value)
+            return value, last_id
         return datetime.fromisoformat(data["v"]), last_id
     except (ValueError, KeyError, TypeError, InvalidOperation, binascii.Error) as exc:
         raise _bad_cursor("not a cursor this service issued") from exc

@@ -139,7 +139,14 @@ class PurchaseEventIn(BaseModel):
                 "must not be nested more than {depth} levels deep",
                 {"depth": MAX_ATTRIBUTES_DEPTH},
             )
-        if len(orjson.dumps(value)) > MAX_ATTRIBUTES_BYTES:
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError:  # an integer beyond 64 bits: not storable as JSON here
+            raise PydanticCustomError(
+                "attributes_not_json",
+                "must hold only JSON values; integers must fit in 64 bits",
+            ) from None
+        if size > MAX_ATTRIBUTES_BYTES:
             raise PydanticCustomError(
                 "attributes_too_large",
                 "must not exceed {size} bytes as JSON",

@@ -7,6 +7,7 @@ from app.keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyRead
 from app.kit.auth import Authenticator, ManageKey
 from app.kit.deps import SessionDep
 from app.kit.errors import problem_responses
+from app.kit.params import RowId
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=problem_responses(404))
 
@@ -23,7 +24,7 @@ async def create_key(body: ApiKeyCreate, session: SessionDep, _: ManageKey) -> A
 
 @router.delete("/{key_id}", summary="Revoke an API key")
 async def revoke_key(
-    key_id: int, request: Request, session: SessionDep, _: ManageKey
+    key_id: RowId, request: Request, session: SessionDep, _: ManageKey
 ) -> ApiKeyRead:
     revoked = await service.revoke_key(session, key_id)
     authenticator: Authenticator = request.app.state.authenticator

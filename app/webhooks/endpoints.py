@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy import Connection
 
 from app.kit.auth import ManageKey
 from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import NotFound, problem_responses
+from app.kit.params import PageBefore, RowId, RowIdQuery
 from app.kit.settings import Settings
 from app.webhooks import repository, service
 from app.webhooks.schemas import (
@@ -31,8 +32,8 @@ from app.webhooks.schemas import (
 router = APIRouter(
     prefix="/v1/webhooks/endpoints", tags=["webhooks"], responses=problem_responses(404)
 )
-EndpointId = Annotated[int, Path(ge=1)]
-DeliveryId = Annotated[int, Path(ge=1)]
+EndpointId = RowId
+DeliveryId = RowId
 
 
 def _transactions(request: Request) -> TransactionRunner:
@@ -124,7 +125,7 @@ async def list_deliveries(
     _: ManageKey,
     endpoint_id: EndpointId,
     status: Annotated[list[DeliveryStatus], Query()] = [],  # noqa: B006 - FastAPI copies
-    before: Annotated[int | None, Query(ge=1, description="A page's next_cursor")] = None,
+    before: PageBefore = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> DeliveryPage:
     def read(connection: Connection) -> DeliveryPage:
@@ -153,8 +154,8 @@ async def list_attempts(
     request: Request,
     _: ManageKey,
     endpoint_id: EndpointId,
-    delivery_id: Annotated[int | None, Query(ge=1)] = None,
-    before: Annotated[int | None, Query(ge=1, description="A page's next_cursor")] = None,
+    delivery_id: RowIdQuery = None,
+    before: PageBefore = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AttemptPage:
     def read(connection: Connection) -> AttemptPage:
