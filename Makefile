@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format openapi bench clean browser
+.PHONY: run demo test lint format openapi bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ run: $(VENV)/.run-installed
 	@echo "  Defection Radar on http://$(HOST):$(PORT)  (API docs: http://$(HOST):$(PORT)/docs)"
 	@echo "  Get an API key (another terminal):"
 	@echo "    $(BIN)/radar keys create --name till-1 --scope ingest --scope read --scope manage"
+	@echo "  Or watch a synthetic chain stream through a fresh service: make demo"
 	@echo
 	RADAR_MIGRATE_ON_START=false $(BIN)/radar serve --host $(HOST) --port $(PORT)
+
+# A synthetic chain streamed through a fresh service at accelerated time (about a minute).
+demo: $(VENV)/.run-installed
+	$(BIN)/radar demo --port $(PORT)
 
 test: lint browser
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""`radar`: serve, migrate, manage API keys, write the OpenAPI document."""
+"""`radar`: serve, migrate, keys, import, scores, backtest, demo, dispatch, the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from app.kit.auth import Scope
 from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, unit_of_work
 from app.kit.migrations import upgrade
 from app.kit.settings import get_settings
+from app.synthetic.demo import demo_command
 
 T = TypeVar("T")
 
@@ -335,3 +336,5 @@ if __name__ == "__main__":
 
 
 main.add_command(backtest_command)
+
+main.add_command(demo_command)
