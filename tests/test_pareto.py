@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -230,3 +232,21 @@ def test_bad_inputs_are_refused() -> None:
         pareto.expected_purchases(PUBLISHED, [1], [1], [3], -1)
     with pytest.raises(ValueError, match="no customers"):
         pareto.fit_pareto_nbd([], [], [])
+
+
+def test_a_fit_out_of_time_returns_its_best_point_unconverged(
+    calibration: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Degenerate data can make the likelihood flat and slow: the fit has a time budget."""
+    far = pareto.ParetoNbdParams(r=5.0, alpha=100.0, s=5.0, beta=100.0)
+    started = time.monotonic()
+    cut = pareto.fit_pareto_nbd(
+        *calibration, initial=far, budget_seconds=0.2
+    )  # the full fit takes about 1 s
+    assert time.monotonic() - started < 5
+    assert cut.converged is False
+    full = pareto.fit_pareto_nbd(*calibration, initial=far)
+    assert full.converged is True
+    # The best point so far: better than the start, never better than the optimum.
+    at_start = float(pareto.log_likelihood(far, *calibration).sum())
+    assert at_start < cut.log_likelihood <= full.log_likelihood + 1e-6
