@@ -78,7 +78,6 @@ def run(
     with tqdm(
         total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr, disable=None
     ) as bar:
-
         started = time.monotonic()
 
         def progress(rows: int, position: int) -> None:
