@@ -25,7 +25,9 @@ What is measured
                 in its own process like the dispatcher: no database, no signing. The
                 dispatcher's steady rate is printed as a ratio of this one, so its overhead
                 (claims, outcomes, signing) is visible. One baseline run precedes each
-                dispatcher run.
+                dispatcher run. The CPU column shows which side limits it: when the sender
+                is at ~100% of a core, the baseline is the httpx client's ceiling, not the
+                receiver's.
 
 How
     Every server is `radar serve` as a subprocess on 127.0.0.1 (uvicorn, one process), with
@@ -108,6 +110,7 @@ MAX_BATCH_EVENTS = 1000
 CUSTOMERS_PER_BATCH = MAX_BATCH_EVENTS // WEEKS  # 83 customers, 996 events
 LATENCY_WARMUP = 5  # customers posted before the first latency run, not counted
 TARGET_P99_MS = 1000.0
+BUSY_OTHER_CPU = 30.0  # % of a core outside sender and receiver in a baseline run: noise
 DATABASES = ("sqlite", "postgres")
 TITLES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
@@ -268,7 +271,8 @@ def service_env(database_url: str, plan: Plan) -> dict[str, str]:
         RADAR_WEBHOOK_ALLOWED_NETWORKS=f'["{HOST}/32"]',
         RADAR_WEBHOOK_CONCURRENCY=str(plan.concurrency),
         RADAR_WEBHOOK_POLL_INTERVAL=f"PT{plan.poll_interval_s:g}S",
-        # Durations from the environment must be ISO 8601 here: a bare "0" is refused.
+        # ISO 8601 durations: accepted by every version of the settings (plain seconds too
+        # since f95b035, but not before it).
         RADAR_SWEEP_INTERVAL="PT0S",
         RADAR_REFIT_INTERVAL="PT0S",
         RADAR_HOUSEKEEPING_INTERVAL="PT0S",
@@ -317,11 +321,11 @@ async def wait_ready(server: Server) -> None:
     raise RuntimeError(f"{server.name} did not become ready:\n{server.log_tail()}")
 
 
-def stop(server: Server) -> None:
-    """SIGTERM the server's process group (it was started in its own session), then kill."""
+def stop(server: Server, signal_number: int = signal.SIGTERM) -> None:
+    """Signal the server's process group (it was started in its own session), then kill."""
     if server.process.poll() is not None:
         return
-    os.killpg(server.process.pid, signal.SIGTERM)
+    os.killpg(server.process.pid, signal_number)
     try:
         server.process.wait(STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -682,7 +686,9 @@ async def bench_database(
             await latency_phase(client, receiver, database, plan, result)
             await throughput_phase(client, receiver, server, database, plan, workdir, result)
     finally:
-        await asyncio.to_thread(stop, server)
+        # uvicorn re-raises the signal once it has shut down: after SIGTERM the process dies
+        # before cProfile writes its file, after SIGINT (KeyboardInterrupt) it is written.
+        await asyncio.to_thread(stop, server, signal.SIGINT if plan.profile_dir else signal.SIGTERM)
     return result
 
 
@@ -898,6 +904,13 @@ def print_report(results: Sequence[DatabaseResult], plan: Plan, elapsed: float) 
         else:
             rows.append([title, result.skipped or "no runs", *[""] * 8])
     table(THROUGHPUT_HEADERS, rows)
+    busy = [run for run in baselines if run.cpu.other > BUSY_OTHER_CPU]
+    if busy:
+        print(
+            f"! {len(busy)} of {len(baselines)} baseline runs saw > {BUSY_OTHER_CPU:.0f}% of a "
+            "core used outside the sender and this process (the service and database are "
+            "idle then): something else ran on the machine; rerun"
+        )
     for result in results:
         if result.fill_s:
             print(
