@@ -70,6 +70,7 @@ import asyncpg
 import httpx
 import orjson
 import uvloop
+from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +80,6 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 60.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BATCH_SIZE = 500
 
 
@@ -485,23 +485,6 @@ async def worker(
         except (*TRANSPORT_ERRORS, httpx.HTTPError) as exc:
             error = type(exc).__name__
         samples.append((start, time.perf_counter(), error))
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def machine_cpu_seconds() -> float:
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def cpu_snapshot(server_pid: int) -> CpuSnapshot:

@@ -91,6 +91,7 @@ import httpx
 import orjson
 import uvicorn
 import uvloop
+from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
 
 SCRIPT = Path(__file__).resolve()
@@ -101,7 +102,6 @@ DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench_webhook
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 120.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BATCH = "/v1/purchases/batch"
 ENDPOINTS = "/v1/webhooks/endpoints"
 WEEKS = 12
@@ -354,23 +354,6 @@ class CpuUsage:
 
     def text(self) -> str:
         return f"{self.server:.0f}/{self.bench:.0f}/{self.other:.0f}"
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def machine_cpu_seconds() -> float:
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 def cpu_snapshot(pid: int) -> CpuSnapshot:
