@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backtest.cli import backtest_command
 from app.imports.options import reader_options
 from app.kit.auth import Scope
-from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, unit_of_work
+from app.kit.db import (
+    TransactionRunner,
+    create_engine,
+    create_sessionmaker,
+    open_transactions,
+    unit_of_work,
+)
 from app.kit.migrations import upgrade
 from app.kit.settings import get_settings
 from app.synthetic.demo import demo_command
@@ -42,16 +48,8 @@ def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]]) -> T:
     """Run `work` against the configured database, migrated first unless disabled."""
 
     async def run() -> T:
-        settings = get_settings()
-        engine = create_engine(settings)
-        transactions = TransactionRunner(engine, settings)
-        try:
-            if settings.migrate_on_start:
-                await upgrade(engine)
+        async with open_transactions(get_settings()) as transactions:
             return await work(transactions)
-        finally:
-            await transactions.close()
-            await engine.dispose()
 
     return asyncio.run(run())
 

@@ -16,8 +16,7 @@ from tqdm import tqdm
 
 from app.imports.reader import ReadOptions, detect_format, parse_mapping
 from app.imports.service import ImportSummary, Progress, import_local, import_remote
-from app.kit.db import TransactionRunner, create_engine, utcnow
-from app.kit.migrations import upgrade
+from app.kit.db import open_transactions, utcnow
 from app.kit.settings import get_settings
 
 SHOWN_REJECTS = 10
@@ -101,11 +100,7 @@ async def _local(
     from app.alerts.service import sweep as sweep_due
 
     settings = get_settings()
-    engine = create_engine(settings)
-    transactions = TransactionRunner(engine, settings)
-    try:
-        if settings.migrate_on_start:
-            await upgrade(engine)
+    async with open_transactions(settings) as transactions:
         summary = await import_local(
             transactions,
             path,
@@ -124,9 +119,6 @@ async def _local(
             )
             click.echo(f"evaluated {result.customers} customers", err=True)
         return summary
-    finally:
-        await transactions.close()
-        await engine.dispose()
 
 
 def report(summary: ImportSummary, rejects: Path | None, as_json: bool) -> None:

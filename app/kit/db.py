@@ -25,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import SingletonThreadPool
 from sqlalchemy.types import TypeDecorator
 
+from app.kit.migrations import upgrade
 from app.kit.settings import Settings
 
 T = TypeVar("T")
@@ -226,6 +227,21 @@ class TransactionRunner:
             # Connections of a SingletonThreadPool belong to their thread: close them there.
             await loop.run_in_executor(self._executor, self._sync_engine.dispose)
             self._executor.shutdown(wait=True)
+
+
+@asynccontextmanager
+async def open_transactions(settings: Settings) -> AsyncIterator[TransactionRunner]:
+    """A TransactionRunner on the configured database for a command (migrated first unless
+    RADAR_MIGRATE_ON_START is off), closed with its engine afterwards."""
+    engine = create_engine(settings)
+    transactions = TransactionRunner(engine, settings)
+    try:
+        if settings.migrate_on_start:
+            await upgrade(engine)
+        yield transactions
+    finally:
+        await transactions.close()
+        await engine.dispose()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
