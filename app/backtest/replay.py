@@ -28,8 +28,7 @@ from app.imports.reader import ReadOptions, read
 from app.imports.service import chunks, validate_rows
 from app.ingestion.schemas import EventKind, ItemStatus
 from app.ingestion.service import Candidate, apply_plan, plan_store
-from app.kit.db import TransactionRunner, create_engine
-from app.kit.migrations import upgrade
+from app.kit.db import TransactionRunner, open_transactions
 from app.kit.settings import Settings
 from app.models import Alert, AlertEvent
 from app.policy import service as policies
@@ -201,17 +200,11 @@ async def _throwaway_database() -> AsyncIterator[TransactionRunner]:
     with tempfile.TemporaryDirectory(prefix="radar-backtest-") as directory:
         settings = Settings(
             database_url=f"sqlite:///{directory}/backtest.db",
-            migrate_on_start=False,
+            migrate_on_start=True,
             sqlite_synchronous="NORMAL",  # a crash loses nothing worth keeping
         )
-        engine = create_engine(settings)
-        transactions = TransactionRunner(engine, settings)
-        try:
-            await upgrade(engine)
+        async with open_transactions(settings) as transactions:
             yield transactions
-        finally:
-            await transactions.close()
-            await engine.dispose()
 
 
 def _fixed(now: datetime) -> Callable[[], datetime]:
