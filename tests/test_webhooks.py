@@ -375,6 +375,27 @@ async def test_the_background_dispatcher_delivers_within_a_second_of_the_post(
         assert orjson.loads(request.body)["type"] == "alert.opened"
 
 
+async def test_a_commit_that_queues_deliveries_wakes_the_dispatcher_at_once(
+    settings: Settings, clock: Clock
+) -> None:
+    """The poll interval is for what other processes queue: this one's commits ring."""
+    async with (
+        running(
+            settings,
+            clock,
+            webhook_dispatcher=True,
+            webhook_poll_interval=timedelta(seconds=60),
+        ) as (_, client, keys),
+        Receiver() as receiver,
+    ):
+        await add_endpoint(client, keys, receiver.url)
+        await asyncio.sleep(0.1)  # the dispatcher's first look found nothing: it waits
+        started = asyncio.get_running_loop().time()
+        await lapse(client, keys, clock)
+        await receiver.wait_for(1, within=5)
+        assert asyncio.get_running_loop().time() - started < 2  # not the 60 s poll
+
+
 async def test_filters_and_event_types_choose_what_each_endpoint_gets(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:

@@ -178,6 +178,24 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_NOTIFY = "radar_notify_after_commit"
+
+
+def notify_after_commit(connection: Connection) -> None:
+    """Ask the runner to call its `after_commit` hooks once this transaction has committed
+    (say, deliveries were queued: the dispatcher of this process need not wait to poll)."""
+    connection.info[_NOTIFY] = True
+
+
+def _with_notice(connection: Connection, work: Callable[[Connection], T]) -> tuple[T, bool]:
+    # `info` belongs to the pooled DBAPI connection and outlives the transaction: the flag
+    # is taken off before the connection goes back to the pool, even when `work` fails.
+    try:
+        return work(connection), bool(connection.info.get(_NOTIFY))
+    finally:
+        connection.info.pop(_NOTIFY, None)
+
+
 class TransactionRunner:
     """Runs a synchronous function in one transaction, committed before it returns.
 
@@ -190,6 +208,7 @@ class TransactionRunner:
 
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
+        self.after_commit: list[Callable[[], None]] = []
         self._sync_engine: Engine | None = None
         self._executor: ThreadPoolExecutor | None = None
         if settings.is_sqlite:
@@ -203,11 +222,18 @@ class TransactionRunner:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
 
     async def run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in a transaction and commit; then call the `after_commit` hooks if
+        the work asked for it (`notify_after_commit`)."""
         if self._sync_engine is None:
             async with self._engine.begin() as connection:
-                return await connection.run_sync(work)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run_sync, work)
+                result, notify = await connection.run_sync(_with_notice, work)
+        else:
+            loop = asyncio.get_running_loop()
+            result, notify = await loop.run_in_executor(self._executor, self._run_sync, work)
+        if notify:
+            for hook in self.after_commit:
+                hook()
+        return result
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run read-only synchronous work on a pooled connection of the async engine."""
@@ -215,10 +241,10 @@ class TransactionRunner:
             reader = await connection.execution_options(**{READ_ONLY: True})
             return await reader.run_sync(work)
 
-    def _run_sync(self, work: Callable[[Connection], T]) -> T:
+    def _run_sync(self, work: Callable[[Connection], T]) -> tuple[T, bool]:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as connection:
-            return work(connection)
+            return _with_notice(connection, work)
 
     async def close(self) -> None:
         if self._executor is not None:

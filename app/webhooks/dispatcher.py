@@ -241,6 +241,9 @@ class Dispatcher:
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
+        # Deliveries queued by a transaction of this process wake the dispatcher at once;
+        # the poll interval is for those other processes (replicas) queue.
+        self._transactions.after_commit.append(self._wake.set)
 
     async def _run(self) -> None:
         poll = self._settings.webhook_poll_interval.total_seconds()
@@ -282,6 +285,8 @@ class Dispatcher:
         """Claim nothing more; let sends in flight finish within `grace`, give the rest
         back to the queue unsent-as-far-as-we-know, and write every outcome."""
         self._stopping = True
+        if self._wake.set in self._transactions.after_commit:
+            self._transactions.after_commit.remove(self._wake.set)
         self._wake.set()
         if self._loop is not None:
             await asyncio.gather(self._loop, return_exceptions=True)

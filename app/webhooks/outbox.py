@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, select
 
 from app.alerts.repository import AlertRow, hold_sequence_lock
-from app.kit.db import utcnow
+from app.kit.db import notify_after_commit, utcnow
 from app.models import Alert, Customer
 from app.webhooks import repository
 from app.webhooks.repository import EndpointRow
@@ -192,6 +192,7 @@ def _write(
             }
         )
     ids = repository.insert_messages(connection, rows)
+    notify_after_commit(connection)  # the dispatcher here need not wait for its next poll
     queued_at = utcnow()
     repository.insert_deliveries(
         connection,
