@@ -24,7 +24,7 @@ from app.kit.db import (
 )
 from app.kit.migrations import upgrade
 from app.kit.settings import get_settings
-from app.synthetic.demo import demo_command
+from app.synthetic.command import demo_command
 
 T = TypeVar("T")
 

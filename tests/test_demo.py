@@ -19,7 +19,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app.synthetic.demo import DemoOptions, chain_spec, demo_command
+from app.synthetic.command import demo_command
+from app.synthetic.demo import DemoOptions, chain_spec
 
 
 def test_the_demo_streams_a_chain_and_sums_up_what_it_caught(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_the_demo_streams_a_chain_and_sums_up_what_it_caught(tmp_path: Path) -> 
 
 
 def test_keep_running_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
-    command = "from app.synthetic.demo import demo_command; demo_command()"
+    command = "from app.synthetic.command import demo_command; demo_command()"
     options = ["--customers", "100", "--days", "14", "--history-days", "160", "--duration", "1"]
     demo = subprocess.Popen(
         [sys.executable, "-c", command, *options, "--port", "0", "--quiet", "--keep-running"],
