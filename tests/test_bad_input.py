@@ -301,3 +301,21 @@ async def test_a_cursor_forged_with_a_huge_id_is_a_bad_cursor(
         response = await client.get("/v1/alerts", params={"cursor": cursor}, headers=keys.read)
         assert response.status_code == 400, response.text
         assert response.json()["code"] == "invalid_cursor"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "pointer"),
+    [
+        ("/v1/alerts", {"customer_id": "card\x00-1"}, "/query/customer_id"),
+        ("/v1/alerts", {"store_id": ["north", "so\x00uth"]}, "/query/store_id/1"),
+        ("/v1/reports/reasons", {"store_id": "\x1bnorth"}, "/query/store_id"),
+        ("/v1/customers/card%00-1", {}, "/path/customer_id"),
+    ],
+)
+async def test_control_characters_in_ids_are_refused(
+    client: httpx.AsyncClient, keys: Keys, path: str, params: dict[str, Any], pointer: str
+) -> None:
+    """PostgreSQL cannot hold a NUL in text: such an id was a 500 there (found by fuzzing)."""
+    response = await client.get(path, params=params, headers=keys.read)
+    assert response.status_code == 422, response.text
+    assert pointer in [e["pointer"] for e in response.json()["errors"]]

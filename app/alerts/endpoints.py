@@ -31,7 +31,7 @@ from app.customers.repository import get_state
 from app.kit.auth import BearerCredentials, Principal, ReadKey, Scope, require_scope
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import Gone, NotFound, problem_responses
-from app.kit.params import MAX_ROW_ID, RowId
+from app.kit.params import MAX_ROW_ID, Identifier, RowId
 from app.kit.settings import Settings
 from app.policy.schemas import Rule, Severity
 
@@ -57,8 +57,8 @@ async def list_alerts(
     status: Annotated[list[Status], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     rule: Annotated[list[Rule], Query()] = [],  # noqa: B006
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
-    store_id: Annotated[list[str], Query(max_length=128)] = [],  # noqa: B006
-    customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    store_id: Annotated[list[Identifier], Query(max_length=200)] = [],  # noqa: B006
+    customer_id: Annotated[Identifier | None, Query()] = None,
     min_value_at_risk: Annotated[
         Decimal | None, Query(ge=0, max_digits=18, decimal_places=4)
     ] = None,

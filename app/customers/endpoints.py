@@ -25,6 +25,7 @@ from app.customers.state import CustomerState, week_start
 from app.kit.auth import ReadKey
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import NotFound, problem_responses
+from app.kit.params import Identifier
 from app.policy import service as policies
 from app.scoring import service as scoring
 
@@ -35,7 +36,7 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=problem
 async def get_customer(
     request: Request,
     _: ReadKey,
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[Identifier, Path()],
     as_of: Annotated[
         date | None, Query(description="Score as of this day (default: today, UTC)")
     ] = None,

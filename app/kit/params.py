@@ -9,9 +9,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Path, Query
+from pydantic import StringConstraints
 
 MAX_ROW_ID = 2**63 - 1
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 RowIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)]
 PageBefore = Annotated[int | None, Query(ge=1, le=MAX_ROW_ID, description="A page's next_cursor")]
+
+# Customer and store ids as the ingest takes them: no control characters (PostgreSQL cannot
+# hold a NUL in text, and none of them belongs in an id).
+IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)
+]

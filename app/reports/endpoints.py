@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from app.kit.auth import ReadKey
 from app.kit.db import TransactionRunner
 from app.kit.errors import FieldError, ValidationFailed, problem_responses
+from app.kit.params import Identifier
 from app.policy import service as policies
 from app.reports import service
 from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, Split, ValueRow
@@ -95,7 +96,7 @@ async def reasons(
     _: ReadKey,
     start: From = None,
     end: To = None,
-    store_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    store_id: Annotated[Identifier | None, Query()] = None,
 ) -> Any:
     first, last = _span(request, start, end, timedelta(days=90))
     rows = await _read(request, lambda c: service.reasons(c, first, last, store_id))
