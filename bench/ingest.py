@@ -51,7 +51,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,10 +71,8 @@ import orjson
 import uvloop
 from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
+from _process import BIN, HOST, ROOT, free_port, percentile, radar
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -239,13 +236,6 @@ def build_bodies(scenario: Scenario, tag: str) -> list[bytes]:
 # --- servers ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def service_env(database_url: str, synchronous: str = "FULL") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADAR_")}
     env.update(
@@ -254,15 +244,6 @@ def service_env(database_url: str, synchronous: str = "FULL") -> dict[str, str]:
         RADAR_SQLITE_SYNCHRONOUS=synchronous,
     )
     return env
-
-
-def radar(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(BIN / "radar"), *args], env=env, cwd=ROOT, capture_output=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"radar {' '.join(args)} failed:\n{done.stderr.decode()[-2000:]}")
-    return done.stdout.decode()
 
 
 def create_api_key(env: dict[str, str]) -> str:
@@ -565,12 +546,6 @@ def summarise_run(
         cpu=cpu,
         count_bound=last_end < stop_at,
     )
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 # --- the benchmark ----------------------------------------------------------------------

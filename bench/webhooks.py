@@ -93,11 +93,9 @@ import uvicorn
 import uvloop
 from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
+from _process import BIN, HOST, ROOT, free_port, percentile, radar
 
 SCRIPT = Path(__file__).resolve()
-ROOT = SCRIPT.parents[1]
-BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench_webhooks"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -256,13 +254,6 @@ class Server:
         return self.log_path.read_text(errors="replace")[-2000:]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def service_env(database_url: str, plan: Plan) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADAR_")}
     env.update(
@@ -278,15 +269,6 @@ def service_env(database_url: str, plan: Plan) -> dict[str, str]:
         RADAR_HOUSEKEEPING_INTERVAL="PT0S",
     )
     return env
-
-
-def radar(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(BIN / "radar"), *args], env=env, cwd=ROOT, capture_output=True, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"radar {' '.join(args)} failed:\n{done.stderr.decode()[-2000:]}")
-    return done.stdout.decode()
 
 
 def start_service(name: str, database_url: str, plan: Plan, workdir: Path) -> Server:
@@ -735,12 +717,6 @@ async def throughput_phase(
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if len(values) < 2:
-        return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def median(values: Sequence[float]) -> float:
