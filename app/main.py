@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.alerts.endpoints import router as alerts_router
 from app.alerts.queries import purge_feed
@@ -25,7 +25,9 @@ from app.kit.logging import configure_logging, silence_parameter_logs
 from app.kit.metrics import Metrics, MetricsMiddleware
 from app.kit.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.kit.migrations import upgrade
+from app.kit.params import reject_unknown_query_parameters
 from app.kit.periodic import PeriodicJobs
+from app.kit.ratelimit import RateLimiter
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
 from app.policy import service as policies
@@ -149,12 +151,14 @@ def create_app(
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query_parameters)],
     )
     silence_parameter_logs()
     app.state.settings = settings
     app.state.clock = clock
     app.state.resolver = resolver
     app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings)
     install_error_handlers(app)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.include_router(health_router)

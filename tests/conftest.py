@@ -98,6 +98,9 @@ def settings(database_url: str) -> Settings:
         # ...and deliver webhooks when they choose to, to receivers on this machine only.
         webhook_dispatcher=False,
         webhook_allowed_networks=["127.0.0.1/32", "::1/128"],
+        # Rate limits are tested where they are the subject (test_rate_limits.py).
+        rate_limit_ingest="off",
+        rate_limit_read="off",
     )
 
 

@@ -319,3 +319,79 @@ async def test_control_characters_in_ids_are_refused(
     response = await client.get(path, params=params, headers=keys.read)
     assert response.status_code == 422, response.text
     assert pointer in [e["pointer"] for e in response.json()["errors"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/purchases", "POST"),
+        ("OPTIONS", "/v1/keys", "GET, POST"),  # two routes share the path
+        ("PUT", "/v1/webhooks/endpoints/1", "DELETE, GET, PATCH"),
+        ("DELETE", "/v1/policy", "GET, PUT"),
+    ],
+)
+async def test_a_wrong_method_is_405_with_every_allowed_method(
+    client: httpx.AsyncClient, keys: Keys, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path, headers=keys.manage)
+    assert_problem(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body", "pointer"),
+    [
+        ("GET", "/v1/alerts", {"opened_before": "0.5"}, None, "/query/opened_before"),
+        ("GET", "/v1/alerts", {"opened_after": "1700000000"}, None, "/query/opened_after"),
+        ("GET", "/v1/reports/reasons", {"from": "0"}, None, "/query/from"),
+        ("GET", "/v1/reports/defection-rate", {"to": "86400"}, None, "/query/to"),
+        ("GET", "/v1/customers/card-1", {"as_of": "0"}, None, "/query/as_of"),
+        ("POST", "/v1/alerts/1/snooze", {}, {"until": 4102444800}, "/until"),
+        ("POST", "/v1/webhooks/endpoints/1/recover", {}, {"since": "86400"}, "/since"),
+    ],
+)
+async def test_a_unix_time_is_not_taken_for_a_date(
+    client: httpx.AsyncClient,
+    keys: Keys,
+    method: str,
+    path: str,
+    params: dict[str, str],
+    body: dict[str, object] | None,
+    pointer: str,
+) -> None:
+    """Pydantic reads numbers as Unix times: `?from=0` meant 1970 (found by fuzzing)."""
+    headers = keys.manage if "webhooks" in path else keys.read
+    response = await client.request(method, path, params=params, json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [(e["pointer"], e["code"]) for e in errors] == [(pointer, "timestamp_type")]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "unknown"),
+    [
+        ("/v1/alerts", {"statuss": "open"}, ["statuss"]),  # a typo must not list every alert
+        ("/v1/alerts", {"status": "open", "limit": "5", "x": "1", "b": "2"}, ["b", "x"]),
+        ("/v1/policy", {"version": "3"}, ["version"]),
+        ("/v1/reports/reasons", {"since": "2026-01-01"}, ["since"]),
+    ],
+)
+async def test_an_unknown_query_parameter_is_named(
+    client: httpx.AsyncClient, keys: Keys, path: str, params: dict[str, str], unknown: list[str]
+) -> None:
+    headers = keys.manage if path == "/v1/policy" else keys.read
+    response = await client.get(path, params=params, headers=headers)
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert [(e["pointer"], e["code"]) for e in errors] == [
+        (f"/query/{name}", "unknown_parameter") for name in unknown
+    ]
+
+
+async def test_known_query_parameters_and_aliases_pass(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    response = await client.get(
+        "/v1/reports/reasons", params={"from": "2026-01-01", "to": "2026-02-01"}, headers=keys.read
+    )
+    assert response.status_code == 200, response.text

@@ -1,6 +1,8 @@
 """The whole API fuzzed from its committed OpenAPI document (schemathesis): whatever the
-input, no 5xx, and every answer matches the document. A bounded number of examples per
-operation, against the real server on each database."""
+input, no 5xx, and every answer is one the document lists, with its schema, content type and
+headers; valid input is accepted, invalid input refused, a wrong method gets 405 with the
+path's real `Allow`, and a missing key 401. A bounded number of examples per operation,
+against the real server on each database."""
 
 from __future__ import annotations
 
@@ -14,13 +16,14 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.test_server import _free_port, _wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 RADAR = str(Path(sys.executable).with_name("radar"))
+# Examples per operation: a few in every run; RADAR_FUZZ_EXAMPLES=200 for a deeper search.
+EXAMPLES = int(os.environ.get("RADAR_FUZZ_EXAMPLES", "8"))
 schema = schemathesis.openapi.from_path(ROOT / "openapi" / "openapi.json")
 # Valid requests and invalid ones (out-of-range numbers, wrong types, missing fields...).
 schema.config.generation.update(
@@ -39,6 +42,8 @@ def server(database_url: str) -> Iterator[tuple[str, str]]:
         "RADAR_SWEEP_INTERVAL": "0",
         "RADAR_REFIT_INTERVAL": "0",
         "RADAR_HOUSEKEEPING_INTERVAL": "0",
+        "RADAR_RATE_LIMIT_INGEST": "off",
+        "RADAR_RATE_LIMIT_READ": "off",
     }
     scopes = ["--scope", "ingest", "--scope", "read", "--scope", "manage"]
     created = subprocess.run(
@@ -59,16 +64,19 @@ def server(database_url: str) -> Iterator[tuple[str, str]]:
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_a_server_error_or_an_undocumented_answer(
     case: schemathesis.Case[Any], server: tuple[str, str]
 ) -> None:
     url, key = server
     if case.query and "wait" in case.query:
         case.query["wait"] = 0  # a long poll would only slow the fuzzing down
+    # A cursor is an opaque token the service issued: a made-up one is rightly refused (400,
+    # documented) even though it is a schema-valid string.
+    made_up_cursor = bool(case.query and "cursor" in case.query)
     case.call_and_validate(
         base_url=url,
         headers={"Authorization": f"Bearer {key}"},
-        checks=[not_a_server_error, response_schema_conformance],
+        excluded_checks=[positive_data_acceptance] if made_up_cursor else [],
         timeout=30,
     )

@@ -977,7 +977,9 @@ async def test_webhook_secrets_never_reach_the_logs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with Receiver(fail_first(1, Reply(410))) as receiver:
-        endpoint = await add_endpoint(client, keys, receiver.url)
+        # Receivers often take their token in the URL: it is as secret as the signing key.
+        url = f"{receiver.url}/hooks/path-token-5150?token=query-token-2112"
+        endpoint = await add_endpoint(client, keys, url)
         rotated = await client.post(
             f"/v1/webhooks/endpoints/{endpoint['id']}/rotate-secret", headers=keys.manage
         )
@@ -985,6 +987,9 @@ async def test_webhook_secrets_never_reach_the_logs(
         await deliver(app)  # a 410: the endpoint is disabled, with a warning logged
     records = "\n".join(str(vars(record)) for record in caplog.records)
     assert "webhook endpoint disabled" in records, "the dispatcher's log should have run"
+    assert receiver.requests, "the endpoint should have been called"
     for secret in (endpoint["secret"], rotated.json()["secret"]):
         assert secret not in records
         assert secret.removeprefix("whsec_") not in records
+    assert "path-token-5150" not in records
+    assert "query-token-2112" not in records

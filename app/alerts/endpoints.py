@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -31,11 +30,15 @@ from app.customers.repository import get_state
 from app.kit.auth import BearerCredentials, Principal, ReadKey, Scope, require_scope
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import Gone, NotFound, problem_responses
-from app.kit.params import MAX_ROW_ID, Identifier, RowId
+from app.kit.params import MAX_ROW_ID, Identifier, IsoDatetime, RowId
 from app.kit.settings import Settings
 from app.policy.schemas import Rule, Severity
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=problem_responses())
+
+# A non-negative amount the database's money columns can hold (4 decimals). Written as a
+# pattern rather than a Decimal's bounds, so that the document says exactly what is taken.
+MONEY_PATTERN = r"^\d{1,14}(\.\d{1,4})?$"
 
 # The feed is re-read this often while a long poll waits (any replica may have written).
 LONG_POLL_STEP = 0.25
@@ -50,7 +53,11 @@ async def _workflow_key(request: Request, credentials: BearerCredentials) -> Pri
 WorkflowKey = Annotated[Principal, Depends(_workflow_key)]
 
 
-@router.get("", summary="Alerts, filtered and sorted, a page at a time")
+@router.get(
+    "",
+    summary="Alerts, filtered and sorted, a page at a time",
+    responses=problem_responses(400),  # a cursor this service did not issue
+)
 async def list_alerts(
     request: Request,
     _: ReadKey,
@@ -60,13 +67,14 @@ async def list_alerts(
     store_id: Annotated[list[Identifier], Query(max_length=200)] = [],  # noqa: B006
     customer_id: Annotated[Identifier | None, Query()] = None,
     min_value_at_risk: Annotated[
-        Decimal | None, Query(ge=0, max_digits=18, decimal_places=4)
+        str | None,
+        Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
     ] = None,
-    opened_after: Annotated[datetime | None, Query()] = None,
-    opened_before: Annotated[datetime | None, Query()] = None,
+    opened_after: Annotated[IsoDatetime | None, Query()] = None,
+    opened_before: Annotated[IsoDatetime | None, Query()] = None,
     sort: Sort = "-value_at_risk",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> AlertPage:
     filters = AlertFilter(
         status=list(status),
@@ -74,7 +82,7 @@ async def list_alerts(
         severity=list(severity),
         store_id=store_id,
         customer_id=customer_id,
-        min_value_at_risk=min_value_at_risk,
+        min_value_at_risk=None if min_value_at_risk is None else Decimal(min_value_at_risk),
         opened_after=opened_after,
         opened_before=opened_before,
     )
@@ -132,7 +140,11 @@ async def alert_changes(
     )
 
 
-@router.get("/{alert_id}", summary="An alert, its customer and its history")
+@router.get(
+    "/{alert_id}",
+    summary="An alert, its customer and its history",
+    responses=problem_responses(404),
+)
 async def get_alert_detail(request: Request, _: ReadKey, alert_id: RowId) -> AlertDetail:
     def load(connection: Connection) -> tuple[AlertRow | None, Any, list[FeedEvent]]:
         alert = get_alert(connection, alert_id)

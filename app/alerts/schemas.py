@@ -4,8 +4,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.kit.params import IsoAwareDatetime
 from app.policy.schemas import Rule, Severity
 
 Status = Literal["open", "acknowledged", "snoozed", "resolved"]
@@ -100,7 +101,7 @@ class AcknowledgeIn(_Action):
 
 
 class SnoozeIn(_Action):
-    until: AwareDatetime = Field(description="When the alert comes back to the open queue")
+    until: IsoAwareDatetime = Field(description="When the alert comes back to the open queue")
 
 
 class ResolveIn(_Action):

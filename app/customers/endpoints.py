@@ -25,7 +25,7 @@ from app.customers.state import CustomerState, week_start
 from app.kit.auth import ReadKey
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import NotFound, problem_responses
-from app.kit.params import Identifier
+from app.kit.params import Identifier, IsoDate
 from app.policy import service as policies
 from app.scoring import service as scoring
 
@@ -38,7 +38,7 @@ async def get_customer(
     _: ReadKey,
     customer_id: Annotated[Identifier, Path()],
     as_of: Annotated[
-        date | None, Query(description="Score as of this day (default: today, UTC)")
+        IsoDate | None, Query(description="Score as of this day (default: today, UTC)")
     ] = None,
     horizon_days: Annotated[
         int | None,

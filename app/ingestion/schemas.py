@@ -9,9 +9,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -21,6 +19,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
+from app.kit.params import Identifier, IsoAwareDatetime
+
 MAX_ITEMS = 500
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_ATTRIBUTES_DEPTH = 4
@@ -28,23 +28,9 @@ EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 # ISO 4217 codes that are not money: "no currency" and the testing code.
 NON_MONEY_CURRENCIES = frozenset({"XXX", "XTS"})
 
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
-]
-
-
-def _require_string(value: Any) -> Any:
-    # Pydantic would read a bare number as a Unix time; POS clocks and time zones are the
-    # main source of bad data, so only an explicit RFC 3339 string is accepted.
-    if not isinstance(value, str | datetime):
-        raise PydanticCustomError(
-            "timestamp_type",
-            "must be an RFC 3339 string with a UTC offset, e.g. 2026-01-31T18:05:00Z",
-        )
-    return value
-
-
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_string)]
+# An occurred_at as an RFC 3339 string only: POS clocks and time zones are the main source
+# of bad data, so a bare Unix time is refused.
+Timestamp = IsoAwareDatetime
 PositiveAmount = Annotated[
     Decimal,
     Field(gt=0, max_digits=16, decimal_places=4, allow_inf_nan=False),

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.kit.db import utcnow
 from app.kit.errors import Forbidden, Unauthorized
+from app.kit.ratelimit import RateLimiter
 from app.kit.settings import Settings
 from app.models import ApiKey
 
@@ -130,6 +131,8 @@ def require_scope(scope: Scope) -> Callable[[Request, BearerCredentials], Awaita
         request.state.api_key_prefix = principal.prefix
         if scope not in principal.scopes:
             raise Forbidden(f"This endpoint needs an API key with the '{scope}' scope.")
+        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter.check("ingest" if scope is Scope.INGEST else "read", principal.prefix)
         return principal
 
     return dependency

@@ -11,6 +11,7 @@ Exception tree::
     ├── PayloadTooLarge        (413 payload_too_large)
     ├── UnsupportedMediaType   (415 unsupported_media_type)
     ├── ValidationFailed       (422 validation_error, idempotency_key_reused)
+    ├── TooManyRequests        (429 rate_limited)
     └── ServiceUnavailable     (503 service_unavailable)
 """
 
@@ -26,6 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 # Errors that mean "the database cannot be reached right now": answered 503 + Retry-After.
@@ -113,15 +115,20 @@ class ValidationFailed(RadarError):
     status, code, title = 422, "validation_error", "The request is not valid"
 
 
+class TooManyRequests(RadarError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
 class ServiceUnavailable(RadarError):
     status, code, title = 503, "service_unavailable", "Service temporarily unavailable"
 
 
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for an authenticated route: 401, 403, the given codes and 503."""
+    """OpenAPI `responses` for an authenticated route: 401, 403, the given codes, 429
+    (the key's rate limit) and 503."""
     return {
         code: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}
-        for code in (401, 403, *codes, 503)
+        for code in (401, 403, *codes, 429, 503)
     }
 
 
@@ -202,6 +209,22 @@ _HTTP_CODES = {
 }
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path. (Starlette's own 405 names only the
+    first route whose path matched, but several routes may share a path.)"""
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def radar_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RadarError)
@@ -223,13 +246,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem_response(
             status=exc.status_code,
             code=_HTTP_CODES.get(exc.status_code, "http_error"),
             title=str(exc.detail) if exc.detail else "HTTP error",
             detail=None,
             request=request,
-            headers=dict(exc.headers or {}),
+            headers=headers,
         )
 
     async def database_error(request: Request, exc: Exception) -> Response:

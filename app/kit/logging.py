@@ -21,8 +21,12 @@ class _RequestIdFilter(logging.Filter):
 _PARAMETER_LOGGERS = ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool")
 
 
+# These log every request's URL at INFO: a webhook URL often carries the receiver's token.
+_URL_LOGGERS = ("httpx", "httpcore")
+
+
 def silence_parameter_logs() -> None:
-    for name in _PARAMETER_LOGGERS:
+    for name in (*_PARAMETER_LOGGERS, *_URL_LOGGERS):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,4 +1,5 @@
-"""Request parameters shared by routers: ids bounded to what the database can hold.
+"""Request parameters shared by routers: ids bounded to what the database can hold, and
+times written as ISO 8601.
 
 Ids are 64-bit integers in the database; a larger number in a path or query would fail in
 the driver (a 500), so it is refused as a 422 naming the parameter instead.
@@ -6,10 +7,18 @@ the driver (a 500), so it is refused as a 422 naming the parameter instead.
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
 
-from fastapi import Path, Query
-from pydantic import StringConstraints
+from fastapi import Path, Query, Request
+from fastapi import params as fastapi_params
+from fastapi.dependencies.utils import get_flat_params
+from fastapi.routing import APIRoute
+from pydantic import AwareDatetime, BeforeValidator, StringConstraints
+from pydantic_core import PydanticCustomError
+
+from app.kit.errors import FieldError, ValidationFailed, json_pointer
 
 MAX_ROW_ID = 2**63 - 1
 
@@ -23,3 +32,55 @@ IDENTIFIER_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)
 ]
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+
+
+def _iso_8601(value: Any) -> Any:
+    """Pydantic would read a number, or a string of digits, as a Unix time: `?from=0` would
+    mean 1970. Times are only taken as ISO 8601 / RFC 3339 strings."""
+    if isinstance(value, date) or (isinstance(value, str) and not _NUMBER.match(value)):
+        return value  # (a string that is not a number is then parsed, or refused, as ISO)
+    raise PydanticCustomError(
+        "timestamp_type",
+        "must be an ISO 8601 date (2026-01-31) or date-time with a UTC offset "
+        "(2026-01-31T18:05:00Z)",
+    )
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_8601)]
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
+IsoAwareDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
+
+
+_QUERY_NAMES = "radar_query_names"  # the route's query parameter names, kept on the route
+
+
+async def reject_unknown_query_parameters(request: Request) -> None:
+    """A query parameter the route does not take is a 422 naming it, not silently ignored:
+    `?statuss=open` would otherwise list every alert as if it had filtered them."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.url.path.startswith("/v1/"):
+        return
+    names: frozenset[str] | None = getattr(route, _QUERY_NAMES, None)
+    if names is None:
+        names = frozenset(
+            param.alias
+            for param in get_flat_params(route.dependant)
+            if isinstance(param.field_info, fastapi_params.Query)
+        )
+        setattr(route, _QUERY_NAMES, names)
+    unknown = sorted({name for name in request.query_params if name not in names})
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown query parameter(s): {', '.join(unknown)}.",
+            errors=[
+                FieldError(
+                    pointer=json_pointer("query", name),
+                    code="unknown_parameter",
+                    message=f"this endpoint takes {', '.join(sorted(names)) or 'no parameters'}",
+                )
+                for name in unknown
+            ],
+        )

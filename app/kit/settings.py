@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,6 +61,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
     max_future_skew: Duration = timedelta(minutes=5)
+    # Per-key request rate limits, in `limits` notation ("100/second", "100/second;3000/minute"),
+    # or "off". Ingest counts the purchase endpoints; read counts every other route that needs
+    # a key. Each process counts alone: with N replicas a key may make N times as many.
+    rate_limit_ingest: str = "100/second"
+    rate_limit_read: str = "20/second"
     idempotency_key_ttl: Duration = timedelta(hours=24)
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: Duration = timedelta(hours=6)
@@ -148,6 +154,21 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("rate_limit_ingest", "rate_limit_read")
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        value = value.strip()
+        if value.lower() in ("", "off"):
+            return "off"
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit: write e.g. '100/second', "
+                "'100/second;3000/minute' or 'off'"
+            ) from exc
+        return value
 
     @model_validator(mode="after")
     def _lease_outlasts_requests(self) -> Settings:

@@ -18,7 +18,8 @@ Severity = Literal["low", "medium", "high"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `false` is not a number nor "1" a boolean here (JSON types as documented).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Inactivity(_Strict):

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from app.kit.auth import ReadKey
 from app.kit.db import TransactionRunner
 from app.kit.errors import FieldError, ValidationFailed, problem_responses
-from app.kit.params import Identifier
+from app.kit.params import Identifier, IsoDate
 from app.policy import service as policies
 from app.reports import service
 from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, Split, ValueRow
@@ -28,8 +28,10 @@ CSV: dict[int | str, dict[str, Any]] = {
 MAX_SPAN = timedelta(days=3 * 366)
 T = TypeVar("T")
 
-From = Annotated[date | None, Query(alias="from", description="First day (default: see each)")]
-To = Annotated[date | None, Query(alias="to", description="Day after the last (default: tomorrow)")]
+From = Annotated[IsoDate | None, Query(alias="from", description="First day (default: see each)")]
+To = Annotated[
+    IsoDate | None, Query(alias="to", description="Day after the last (default: tomorrow)")
+]
 
 
 class DefectionRateReport(BaseModel):

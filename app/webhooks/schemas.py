@@ -7,14 +7,16 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from app.kit.params import IsoAwareDatetime
 from app.policy.schemas import Rule, Severity
 
 EventType = Literal[
@@ -32,6 +34,13 @@ DeliveryStatus = Literal["pending", "sending", "succeeded", "failed"]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True)]
 Description = Annotated[str, StringConstraints(max_length=500)]
 StoreId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+def _iso_duration(value: Any) -> Any:
+    """Pydantic would read a bare number as seconds; the document says an ISO 8601 string."""
+    if not isinstance(value, str | timedelta):
+        raise PydanticCustomError("duration_type", "must be an ISO 8601 duration, e.g. PT12H")
+    return value
 
 
 class _Strict(BaseModel):
@@ -56,12 +65,17 @@ class EndpointIn(_Strict):
         default=list(EVENT_TYPES), min_length=1, description="What to deliver (default: all)"
     )
     filters: Filters = Field(default_factory=Filters)
-    enabled: bool = True
+    enabled: bool = Field(default=True, strict=True)
     rate_limit: float | None = Field(
-        default=None, gt=0, le=10_000, description="At most this many deliveries per second"
+        default=None,
+        gt=0,
+        le=10_000,
+        strict=True,
+        description="At most this many deliveries per second",
     )
     ordered: bool = Field(
         default=False,
+        strict=True,
         description="FIFO: deliver one message at a time, in the order they happened; a "
         "message being retried holds back the ones after it",
     )
@@ -74,9 +88,9 @@ class EndpointPatch(_Strict):
     description: Description | None = None
     event_types: list[EventType] | None = Field(default=None, min_length=1)
     filters: Filters | None = None
-    enabled: bool | None = None
-    rate_limit: float | None = Field(default=None, gt=0, le=10_000)
-    ordered: bool | None = None
+    enabled: bool | None = Field(default=None, strict=True)
+    rate_limit: float | None = Field(default=None, gt=0, le=10_000, strict=True)
+    ordered: bool | None = Field(default=None, strict=True)
 
     @field_validator("url", "description", "event_types", "filters", "enabled", "ordered")
     @classmethod
@@ -116,7 +130,7 @@ class EndpointList(BaseModel):
 
 
 class RotateIn(_Strict):
-    grace_period: timedelta | None = Field(
+    grace_period: Annotated[timedelta, BeforeValidator(_iso_duration)] | None = Field(
         default=None,
         description="How long the old secret keeps signing too (default 24 h, at most 7 d)",
     )
@@ -168,8 +182,8 @@ class AttemptPage(BaseModel):
 
 
 class RecoverIn(_Strict):
-    since: AwareDatetime = Field(description="Failed deliveries created at or after this")
-    until: AwareDatetime | None = Field(default=None, description="...and before this")
+    since: IsoAwareDatetime = Field(description="Failed deliveries created at or after this")
+    until: IsoAwareDatetime | None = Field(default=None, description="...and before this")
 
 
 class Requeued(BaseModel):
