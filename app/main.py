@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from types import FrameType
 
 from fastapi import Depends, FastAPI
 
@@ -54,9 +57,11 @@ def create_app(
     *,
     clock: Callable[[], datetime] = utcnow,
     resolver: Resolver = system_resolver,
+    watch_signals: bool = False,
 ) -> FastAPI:
     """The service. `clock` is the time alerts are evaluated at (tests and replays move it);
-    `resolver` looks up webhook hosts."""
+    `resolver` looks up webhook hosts; `watch_signals` (the server process) notices SIGTERM and
+    SIGINT as soon as they arrive (`app.state.shutting_down`)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -137,9 +142,13 @@ def create_app(
         app.state.dispatcher = dispatcher
         if settings.webhook_dispatcher:
             dispatcher.start()
+        unwatch = _watch_shutdown_signals(app) if watch_signals else None
         try:
             yield
         finally:
+            app.state.shutting_down = True
+            if unwatch is not None:
+                unwatch()
             await writer.stop()
             await jobs.stop()
             await dispatcher.stop()
@@ -155,6 +164,8 @@ def create_app(
     )
     silence_parameter_logs()
     app.state.settings = settings
+    # Set once shutdown has begun: long polls then answer at once instead of holding it up.
+    app.state.shutting_down = False
     app.state.clock = clock
     app.state.resolver = resolver
     app.state.metrics = Metrics()
@@ -181,4 +192,31 @@ def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory app.main:app_factory`."""
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
-    return create_app(settings)
+    return create_app(settings, watch_signals=True)
+
+
+def _watch_shutdown_signals(app: FastAPI) -> Callable[[], None] | None:
+    """On SIGTERM or SIGINT uvicorn stops accepting connections and waits for the requests in
+    flight (up to its graceful timeout) before the lifespan's shutdown; a long poll would hold
+    it for the rest of its wait. So chain onto uvicorn's handlers (installed by the time the
+    lifespan starts): the app learns of the signal at once. Returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(number: int, frame: FrameType | None) -> None:
+        app.state.shutting_down = True
+        chained = previous[signal.Signals(number)]
+        if callable(chained):
+            chained(number, frame)
+
+    for number, handler in previous.items():
+        if callable(handler):  # the server's own: left alone when it has none
+            signal.signal(number, handle)
+
+    def unwatch() -> None:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is handle:
+                signal.signal(number, handler)
+
+    return unwatch

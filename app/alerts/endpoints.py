@@ -125,7 +125,8 @@ async def alert_changes(
                 f"you see in GET /v1/alerts/changes?after={purged}.",
                 code="cursor_expired",
             )
-        if events or time.monotonic() >= deadline:
+        # On shutdown: answer now (nothing new), not at the end of the wait.
+        if events or time.monotonic() >= deadline or request.app.state.shutting_down:
             break
         await asyncio.sleep(min(LONG_POLL_STEP, max(deadline - time.monotonic(), 0)))
     has_more = len(events) > limit
