@@ -164,7 +164,11 @@ class EventWriter:
                     _reset(submission.candidates)
                     await self._flush([submission])
                 return
-            if not isinstance(exc, RadarError):
+            if _database_unavailable(exc):
+                # Answered 503 with Retry-After (and logged) by the error handler; no
+                # traceback per request while the database is away.
+                logger.warning("storing events failed: database unavailable (%r)", exc)
+            elif not isinstance(exc, RadarError):
                 logger.exception("storing events failed")
             for submission in group:
                 _settle(submission.future, exc)

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import BigInteger, Connection, DateTime, Engine, Integer, MetaData, event
 from sqlalchemy import create_engine as sa_create_engine
-from sqlalchemy.engine import Dialect
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -115,7 +116,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     if settings.is_sqlite:
         return _create_sqlite_engine(settings)
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         **JSON_CODEC,
         pool_size=settings.db_pool_size,
@@ -128,8 +129,72 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # (which PostgreSQL switches to after five runs of a prepared statement) cannot
             # see the array sizes and was measured choosing sequential scans of customers.
             "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            # SQLAlchemy's asyncpg adapter connects through this (its `async_creator` hook),
+            # with the URL's parameters and these, as it would through asyncpg.connect.
+            "async_creator_fn": _connect_asyncpg,
         },
     )
+    _report_unavailable_as_operational(engine.sync_engine)
+    return engine
+
+
+async def _connect_asyncpg(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg.connect, where a server that does not answer within the timeout is a
+    ConnectionError (503, like a refused connection), not the bare TimeoutError asyncpg
+    raises (which would be a 500, like a bug)."""
+    import asyncpg
+
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except TimeoutError as exc:
+        raise ConnectionError(
+            f"PostgreSQL did not answer within {kwargs.get('timeout')} s"
+        ) from exc
+
+
+# SQLSTATEs of a server that cannot serve right now: connection exceptions (class 08),
+# shutting down or starting up (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+# cannot_connect_now), and no connection slot left (53300 too_many_connections).
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+_GONE_SQLSTATES = frozenset({"57P01", "57P02"})  # the connection is dead: discard the pool
+
+
+def _unavailable_sqlstate(error: BaseException) -> str | None:
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and (
+        sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+    ):
+        return sqlstate
+    return None
+
+
+def _report_unavailable_as_operational(engine: Engine) -> None:
+    """Make "the database cannot be reached right now" one kind of error.
+
+    SQLAlchemy's asyncpg dialect raises a plain `DBAPIError` for most server errors, among
+    them a connection closed mid-statement, a server shutting down and one still starting up
+    (57P03): they would be answered 500 like a bug. They become `OperationalError`, which the
+    service answers 503 with Retry-After and its loops treat as a pause; and a connection
+    the server terminated invalidates the pool, so that the other stale connections are not
+    tried one request at a time once the server is back.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _translate(context: ExceptionContext) -> BaseException | None:
+        error = context.sqlalchemy_exception
+        if error is None or isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return None
+        sqlstate = _unavailable_sqlstate(context.original_exception)
+        if sqlstate is None and not context.is_disconnect:
+            return None
+        if sqlstate in _GONE_SQLSTATES or (sqlstate or "").startswith("08"):
+            context.is_disconnect = True
+        return sa_exc.OperationalError(
+            context.statement,
+            context.parameters,
+            context.original_exception,
+            connection_invalidated=context.is_disconnect,
+        )
 
 
 def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
@@ -190,10 +255,13 @@ def notify_after_commit(connection: Connection) -> None:
 def _with_notice(connection: Connection, work: Callable[[Connection], T]) -> tuple[T, bool]:
     # `info` belongs to the pooled DBAPI connection and outlives the transaction: the flag
     # is taken off before the connection goes back to the pool, even when `work` fails.
+    # A connection the failure invalidated (the server went away) is discarded with its
+    # `info`, and touching it then would raise over the error that says what happened.
     try:
         return work(connection), bool(connection.info.get(_NOTIFY))
     finally:
-        connection.info.pop(_NOTIFY, None)
+        if not connection.invalidated:
+            connection.info.pop(_NOTIFY, None)
 
 
 class TransactionRunner:

@@ -228,7 +228,10 @@ def _allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     async def radar_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RadarError)
-        if exc.status >= 500:
+        if isinstance(exc, ServiceUnavailable):
+            # Expected while the database is away or the service stops: no traceback.
+            logger.warning("request refused: %s (%s)", exc.instance_code, exc.detail)
+        elif exc.status >= 500:
             logger.exception("request failed", exc_info=exc)
         return problem_response(
             status=exc.status,

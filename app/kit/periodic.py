@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
+
 logger = logging.getLogger("radar.periodic")
 
 
@@ -41,6 +43,10 @@ class PeriodicJobs:
                 logger.debug("%s done", name, extra={"result": result})
             except asyncio.CancelledError:
                 raise
+            except DATABASE_UNAVAILABLE_ERRORS as exc:
+                # The database is away (restarting, say): the round is retried on the next
+                # tick, and a traceback per tick would say nothing more.
+                logger.warning("%s paused: database unavailable (%r)", name, exc)
             except Exception:
                 # A failed round (database restarting, say) is retried on the next tick.
                 logger.exception("%s failed", name)
