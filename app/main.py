@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -149,9 +150,11 @@ def create_app(
             app.state.shutting_down = True
             if unwatch is not None:
                 unwatch()
-            await writer.stop()
-            await jobs.stop()
-            await dispatcher.stop()
+            grace = settings.shutdown_grace
+            # Requests have finished by now (the server waited for them): the writer's queue
+            # is empty or nearly, then the background loops stop side by side.
+            await writer.stop(drain_seconds=grace.total_seconds())
+            await asyncio.gather(jobs.stop(grace), dispatcher.stop(grace))
             await transactions.close()
             await engine.dispose()
 

@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     auth_cache_ttl: Duration = timedelta(seconds=5)
     key_last_used_resolution: Duration = timedelta(minutes=1)
 
+    # On SIGTERM: how long requests in flight may take to finish, then again how long the
+    # background loops (sweeper, dispatcher's sends, housekeeping) may take to stop. Keep
+    # twice this under the orchestrator's kill timeout (Kubernetes: 30 s).
+    shutdown_grace: Duration = Field(default=timedelta(seconds=10), ge=timedelta(0))
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 
