@@ -50,3 +50,19 @@ async def test_concurrent_retries_with_one_idempotency_key_get_one_answer(
     assert len({r.content for r in responses}) == 1
     assert sum("idempotent-replayed" in r.headers for r in responses) == 5
     assert len(await stored_events(app)) == 1
+
+
+async def test_the_same_batch_in_opposite_orders_at_once(
+    client: httpx.AsyncClient, keys: Keys, app: FastAPI
+) -> None:
+    """Two tills re-sending one batch, one of them reversed: inserted in the order given, the
+    two transactions each waited for a row the other held (PostgreSQL aborted one: a 500)."""
+    for attempt in range(5):
+        events = [event(f"r{attempt}-{n:04d}", customer_id=f"card-{n}") for n in range(1000)]
+        responses = await asyncio.gather(
+            client.post("/v1/purchases/batch", json={"events": events}, headers=keys.ingest),
+            client.post("/v1/purchases/batch", json={"events": events[::-1]}, headers=keys.ingest),
+        )
+        assert [r.status_code for r in responses] == [200, 200], responses[1].text
+        assert sum(r.json()["accepted"] for r in responses) == 1000
+    assert len(await stored_events(app)) == 5000

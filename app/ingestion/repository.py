@@ -89,7 +89,9 @@ def insert_new_events(
         return {row.event_id for row in new}, stored
     # PostgreSQL: insert first, look up only what was not inserted (usually nothing). A
     # concurrent transaction inserting the same event makes ON CONFLICT wait for its commit.
-    columns = list(zip(*rows.values(), strict=True))
+    # In event_id order: two transactions inserting overlapping events in opposite orders
+    # would each wait for the other's uncommitted row (a deadlock, one of them aborted).
+    columns = list(zip(*(rows[event_id] for event_id in sorted(rows)), strict=True))
     result = connection.exec_driver_sql(_PG_INSERT, tuple(columns))
     inserted = set(result.scalars())
     return inserted, stored_hashes(connection, [e for e in rows if e not in inserted])
