@@ -10,6 +10,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from app.kit.settings import Settings
 from tests.conftest import Keys, event, stored_events
 
 pytestmark = pytest.mark.anyio
@@ -395,3 +396,57 @@ async def test_known_query_parameters_and_aliases_pass(
         "/v1/reports/reasons", params={"from": "2026-01-01", "to": "2026-02-01"}, headers=keys.read
     )
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("limits", "fields", "pointer", "code"),
+    [
+        (
+            {"max_event_items": 2},
+            {"items": [{"category": "bakery", "amount": "1"}] * 3},
+            "/items",
+            "too_long",
+        ),
+        (
+            {"max_attributes_bytes": 64},
+            {"attributes": {"note": "x" * 80}},
+            "/attributes",
+            "attributes_too_large",
+        ),
+        (
+            {"max_attributes_depth": 1},
+            {"attributes": {"a": {"b": 1}}},
+            "/attributes",
+            "attributes_too_deep",
+        ),
+    ],
+    ids=["items", "attributes bytes", "attributes depth"],
+)
+async def test_what_an_event_may_carry_is_configurable(
+    app: FastAPI,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    limits: dict[str, int],
+    fields: dict[str, Any],
+    pointer: str,
+    code: str,
+) -> None:
+    within_defaults = await client.post(
+        "/v1/purchases", json=event("e-0", **fields), headers=keys.ingest
+    )
+    assert within_defaults.status_code == 201, within_defaults.text
+    app.state.settings = settings.model_copy(update=limits)
+    single = await client.post("/v1/purchases", json=event("e-1", **fields), headers=keys.ingest)
+    problem = assert_problem(single, 422, "validation_error")
+    assert [(e["pointer"], e["code"]) for e in problem["errors"]] == [(pointer, code)]
+    batch = await client.post(
+        "/v1/purchases/batch",
+        json={"events": [event("e-2", **fields), event("e-3")]},
+        headers=keys.ingest,
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert [(e["pointer"], e["code"]) for e in first["errors"]] == [(f"/events/0{pointer}", code)]
+    assert second["status"] == "accepted"
+    assert sorted(e["event_id"] for e in await stored_events(app)) == ["e-0", "e-3"]

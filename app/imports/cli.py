@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from app.imports.reader import ReadOptions, detect_format, parse_mapping
 from app.imports.service import ImportSummary, Progress, import_local, import_remote
+from app.ingestion.schemas import EventLimits
 from app.kit.db import open_transactions, utcnow
 from app.kit.settings import get_settings
 
@@ -106,6 +107,7 @@ async def _local(
             path,
             options,
             max_future_skew=settings.max_future_skew,
+            limits=EventLimits.of(settings),
             progress=progress,
         )
         if sweep:

@@ -23,7 +23,7 @@ import httpx
 from pydantic import ValidationError
 
 from app.imports.reader import ReadOptions, Row, read
-from app.ingestion.schemas import ItemStatus
+from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus
 from app.ingestion.service import (
     EVENT_ADAPTER,
     Candidate,
@@ -76,7 +76,7 @@ def chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def validate_rows(rows: Sequence[Row]) -> list[Candidate]:
+def validate_rows(rows: Sequence[Row], limits: EventLimits = DEFAULT_LIMITS) -> list[Candidate]:
     """Validate each row as the API would; a row that could not be read is rejected."""
     found = []
     for row in rows:
@@ -87,7 +87,7 @@ def validate_rows(rows: Sequence[Row]) -> list[Candidate]:
             assert row.event is not None
             candidate.event_id = str(row.event.get("event_id"))
             try:
-                candidate.event = EVENT_ADAPTER.validate_python(row.event)
+                candidate.event = EVENT_ADAPTER.validate_python(row.event, context=limits.context())
             except ValidationError as exc:
                 candidate.errors = validation_errors(exc)
         found.append(candidate)
@@ -121,6 +121,7 @@ async def import_local(
     options: ReadOptions,
     *,
     max_future_skew: timedelta,
+    limits: EventLimits = DEFAULT_LIMITS,
     progress: Progress | None = None,
 ) -> ImportSummary:
     summary = ImportSummary()
@@ -130,7 +131,7 @@ async def import_local(
     # While one chunk is being stored (in the database's thread), the next is read and
     # validated here: the two overlap instead of taking turns.
     for rows in chunks(read(path, options, position), LOCAL_CHUNK):
-        candidates = validate_rows(rows)
+        candidates = validate_rows(rows, limits)
         plan = plan_store(candidates, received_at=utcnow(), max_future_skew=max_future_skew)
         if storing is not None:
             await storing

@@ -11,7 +11,14 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from app.ingestion import idempotency, service
-from app.ingestion.schemas import BatchIn, BatchResult, ItemStatus, PurchaseEventIn, SingleResult
+from app.ingestion.schemas import (
+    BatchIn,
+    BatchResult,
+    EventLimits,
+    ItemStatus,
+    PurchaseEventIn,
+    SingleResult,
+)
 from app.ingestion.service import Candidate
 from app.ingestion.writer import EventWriter, IdempotencyRequest
 from app.kit.auth import IngestKey, Principal
@@ -82,7 +89,7 @@ async def ingest_one(
 ) -> Response:
     body = await _json_body(request)
     try:
-        candidate = service.parse_single(body)
+        candidate = service.parse_single(body, _limits(request))
     except ValidationError as exc:
         _raise_invalid(exc)
     response = await _writer(request).submit(
@@ -111,6 +118,10 @@ def _raise_invalid(exc: ValidationError) -> NoReturn:
         raise BadRequest("The request body is not valid JSON.", code="malformed_json")
     errors = [FieldError(**error) for error in service.validation_errors(exc)]
     raise ValidationFailed(f"{len(errors)} field(s) are not valid.", errors=errors)
+
+
+def _limits(request: Request) -> EventLimits:
+    return EventLimits.of(request.app.state.settings)
 
 
 def _writer(request: Request) -> EventWriter:
@@ -153,7 +164,7 @@ async def ingest_batch(
 ) -> Response:
     body = await _json_body(request)
     try:
-        candidates = service.parse_batch(body, settings.max_batch_events)
+        candidates = service.parse_batch(body, settings.max_batch_events, _limits(request))
     except service.BatchEnvelopeError as exc:
         _raise_envelope(exc)
     response = await _writer(request).submit(

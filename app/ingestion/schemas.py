@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -21,12 +22,43 @@ from pydantic_extra_types.currency_code import ISO4217
 
 from app.kit.params import Identifier, IsoAwareDatetime
 
-MAX_ITEMS = 500
-MAX_ATTRIBUTES_BYTES = 4096
-MAX_ATTRIBUTES_DEPTH = 4
+if TYPE_CHECKING:
+    from app.kit.settings import Settings
+
 EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 # ISO 4217 codes that are not money: "no currency" and the testing code.
 NON_MONEY_CURRENCIES = frozenset({"XXX", "XTS"})
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """How much one event may carry (RADAR_MAX_EVENT_ITEMS, RADAR_MAX_ATTRIBUTES_BYTES,
+    RADAR_MAX_ATTRIBUTES_DEPTH), passed to validation as its context: `{"limits": ...}`.
+    The OpenAPI document shows the defaults."""
+
+    items: int = 500
+    attributes_bytes: int = 4096
+    attributes_depth: int = 4
+
+    @classmethod
+    def of(cls, settings: Settings) -> EventLimits:
+        return cls(
+            items=settings.max_event_items,
+            attributes_bytes=settings.max_attributes_bytes,
+            attributes_depth=settings.max_attributes_depth,
+        )
+
+    def context(self) -> dict[str, Any]:
+        return {"limits": self}
+
+
+DEFAULT_LIMITS = EventLimits()
+
+
+def _limits(info: ValidationInfo) -> EventLimits:
+    limits = (info.context or {}).get("limits")
+    return limits if isinstance(limits, EventLimits) else DEFAULT_LIMITS
+
 
 # An occurred_at as an RFC 3339 string only: POS clocks and time zones are the main source
 # of bad data, so a bare Unix time is refused.
@@ -91,11 +123,16 @@ class PurchaseEventIn(BaseModel):
         default=None, description="For a refund: the event_id of the purchase it reverses"
     )
     staff_id: Identifier | None = None
-    items: Annotated[list[LineItem], Field(max_length=MAX_ITEMS)] | None = None
+    items: list[LineItem] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": DEFAULT_LIMITS.items},
+        description=f"At most {DEFAULT_LIMITS.items} (RADAR_MAX_EVENT_ITEMS)",
+    )
     attributes: dict[str, Any] | None = Field(
         default=None,
-        description=f"Free-form, at most {MAX_ATTRIBUTES_BYTES} bytes as JSON and "
-        f"{MAX_ATTRIBUTES_DEPTH} levels deep",
+        description=f"Free-form, at most {DEFAULT_LIMITS.attributes_bytes} bytes as JSON "
+        f"(RADAR_MAX_ATTRIBUTES_BYTES) and {DEFAULT_LIMITS.attributes_depth} levels deep "
+        "(RADAR_MAX_ATTRIBUTES_DEPTH)",
     )
 
     @field_validator("occurred_at")
@@ -114,16 +151,33 @@ class PurchaseEventIn(BaseModel):
             )
         return value
 
+    @field_validator("items")
+    @classmethod
+    def _bounded_items(
+        cls, value: list[LineItem] | None, info: ValidationInfo
+    ) -> list[LineItem] | None:
+        limit = _limits(info).items
+        if value is not None and len(value) > limit:
+            raise PydanticCustomError(
+                "too_long",
+                "List should have at most {max_length} items, not {actual_length}",
+                {"max_length": limit, "actual_length": len(value)},
+            )
+        return value
+
     @field_validator("attributes")
     @classmethod
-    def _bounded_attributes(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _bounded_attributes(
+        cls, value: dict[str, Any] | None, info: ValidationInfo
+    ) -> dict[str, Any] | None:
         if value is None:
             return None
-        if _depth(value) > MAX_ATTRIBUTES_DEPTH:
+        limits = _limits(info)
+        if _depth(value) > limits.attributes_depth:
             raise PydanticCustomError(
                 "attributes_too_deep",
                 "must not be nested more than {depth} levels deep",
-                {"depth": MAX_ATTRIBUTES_DEPTH},
+                {"depth": limits.attributes_depth},
             )
         try:
             size = len(orjson.dumps(value))
@@ -132,11 +186,11 @@ class PurchaseEventIn(BaseModel):
                 "attributes_not_json",
                 "must hold only JSON values; integers must fit in 64 bits",
             ) from None
-        if size > MAX_ATTRIBUTES_BYTES:
+        if size > limits.attributes_bytes:
             raise PydanticCustomError(
                 "attributes_too_large",
                 "must not exceed {size} bytes as JSON",
-                {"size": MAX_ATTRIBUTES_BYTES},
+                {"size": limits.attributes_bytes},
             )
         return value
 

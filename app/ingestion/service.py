@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from app.customers.service import StoredEvent, segment_of, update_patterns
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
-from app.ingestion.schemas import ItemStatus, PurchaseEventIn
+from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus, PurchaseEventIn
 from app.kit.db import Money
 from app.kit.errors import json_pointer
 
@@ -76,20 +76,22 @@ def validation_errors(error: ValidationError, pointer: str = "") -> list[dict[st
     ]
 
 
-def parse_single(body: bytes) -> Candidate:
+def parse_single(body: bytes, limits: EventLimits = DEFAULT_LIMITS) -> Candidate:
     """Raises ValidationError: a single event is all or nothing."""
-    event = EVENT_ADAPTER.validate_json(body)
+    event = EVENT_ADAPTER.validate_json(body, context=limits.context())
     return Candidate(0, event.event_id, "", event)
 
 
-def parse_batch(body: bytes, max_events: int) -> list[Candidate]:
+def parse_batch(
+    body: bytes, max_events: int, limits: EventLimits = DEFAULT_LIMITS
+) -> list[Candidate]:
     """Split a batch body into candidates; raises BatchEnvelopeError for a bad envelope."""
     try:
-        parsed = _EVENT_LIST_ADAPTER.validate_json(body)
+        parsed = _EVENT_LIST_ADAPTER.validate_json(body, context=limits.context())
     except ValidationError:
-        return _parse_batch_slowly(body, max_events)
+        return _parse_batch_slowly(body, max_events, limits)
     if set(parsed) != {"events"}:
-        return _parse_batch_slowly(body, max_events)
+        return _parse_batch_slowly(body, max_events, limits)
     events = parsed["events"]
     _check_count(len(events), max_events)
     return [Candidate(i, e.event_id, f"/events/{i}", e) for i, e in enumerate(events)]
@@ -104,7 +106,7 @@ def _check_count(count: int, max_events: int) -> None:
         )
 
 
-def _parse_batch_slowly(body: bytes, max_events: int) -> list[Candidate]:
+def _parse_batch_slowly(body: bytes, max_events: int, limits: EventLimits) -> list[Candidate]:
     """Validate event by event, so that one bad event does not sink the others."""
     try:
         document = orjson.loads(body)
@@ -120,14 +122,14 @@ def _parse_batch_slowly(body: bytes, max_events: int) -> list[Candidate]:
             "validation_error", f"unknown top-level field {unknown[0]!r}", json_pointer(unknown[0])
         )
     _check_count(len(document["events"]), max_events)
-    return [_candidate(i, raw) for i, raw in enumerate(document["events"])]
+    return [_candidate(i, raw, limits) for i, raw in enumerate(document["events"])]
 
 
-def _candidate(index: int, raw: Any) -> Candidate:
+def _candidate(index: int, raw: Any, limits: EventLimits) -> Candidate:
     pointer = f"/events/{index}"
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
     try:
-        event = EVENT_ADAPTER.validate_python(raw)
+        event = EVENT_ADAPTER.validate_python(raw, context=limits.context())
     except ValidationError as exc:
         safe_id = event_id if isinstance(event_id, str) and len(event_id) <= 128 else None
         return Candidate(index, safe_id, pointer, errors=validation_errors(exc, pointer))

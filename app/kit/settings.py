@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
     max_future_skew: Duration = timedelta(minutes=5)
+    # What one event may carry: line items, and `attributes` as JSON (bytes, nesting).
+    max_event_items: int = Field(default=500, ge=1, le=10_000)
+    max_attributes_bytes: int = Field(default=4096, ge=64, le=1024 * 1024)
+    max_attributes_depth: int = Field(default=4, ge=1, le=64)
     # Per-key request rate limits, in `limits` notation ("100/second", "100/second;3000/minute"),
     # or "off". Ingest counts the purchase endpoints; read counts every other route that needs
     # a key. Each process counts alone: with N replicas a key may make N times as many.
