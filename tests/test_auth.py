@@ -221,3 +221,18 @@ async def test_revoking_an_unknown_key_is_404(client: httpx.AsyncClient, keys: K
     response = await client.delete("/v1/keys/424242", headers=keys.manage)
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
+
+
+async def test_a_real_prefix_with_a_wrong_secret_is_401(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """The prefix finds the key; the secret's digest must still match (compared in constant
+    time), whether or not the right key was used, and so cached, just before."""
+    real = keys.raw["read"]
+    prefix, secret = real[: len("rk_00000000")], real[len("rk_00000000_") :]
+    forged = f"{prefix}_{secret[::-1]}"
+    assert forged != real
+    assert (await client.get("/v1/alerts", headers=keys.read)).status_code == 200
+    response = await client.get("/v1/alerts", headers={"Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
