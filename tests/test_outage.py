@@ -8,6 +8,7 @@ sweeper, webhook dispatcher) carry on, and no event that was acknowledged is mis
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,22 @@ from tests.test_replicas import GONE, QUIET, Replica, free_port, history, policy
 from tests.test_replicas import replica_env as service_env
 
 pytestmark = pytest.mark.anyio
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _server_binaries() -> Path:
+    """Where initdb and pg_ctl live: `pg_config --bindir` (Debian keeps them off the PATH),
+    or RADAR_TEST_PG_BIN."""
+    configured = os.environ.get("RADAR_TEST_PG_BIN")
+    if configured:
+        return Path(configured)
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return Path("/nonexistent")  # reported as missing when the cluster is started
+    found = subprocess.run([pg_config, "--bindir"], capture_output=True, check=True)
+    return Path(found.stdout.decode().strip())
+
+
+PG_BIN = _server_binaries()
 CLIENT_TIMEOUT = 30.0  # what the load's client waits at most
 FAIL_FAST = 8.0  # ...and what a 503 may take while the database is down
 
