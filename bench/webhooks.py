@@ -71,7 +71,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -83,17 +82,15 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import asyncpg
 import httpx
 import orjson
-import uvicorn
 import uvloop
 from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
 from _process import BIN, HOST, ROOT, free_port, percentile, radar
+from _receiver import LocalReceiver
 
 SCRIPT = Path(__file__).resolve()
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/radar_bench_webhooks"
@@ -136,49 +133,19 @@ class Arrival:
     customer_id: str
 
 
-class Receiver:
+class Receiver(LocalReceiver):
     """A webhook receiver in this process: records every request and answers 200 at once."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.arrivals: list[Arrival] = []
         self.counts: Counter[str] = Counter()
         self.malformed = 0  # requests without the webhook headers or a readable body
         self.sample_body: bytes | None = None
         self._waiters: dict[str, tuple[int, asyncio.Future[None]]] = {}
-        self._socket = socket.socket()
-        self._socket.bind((HOST, 0))
-        self.port: int = self._socket.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            log_level="error",
-            lifespan="off",
-            access_log=False,
-            interface="asgi3",
-            http="httptools",
-        )
-        self._server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
-
-    async def __aenter__(self) -> Receiver:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self._server.should_exit = True
-        self._server.force_exit = True
-        if self._task is not None:
-            await self._task
-        self._socket.close()
 
     async def wait_for(self, path: str, count: int, within: float) -> bool:
         """Whether `count` requests to `path` have arrived within `within` seconds."""
@@ -197,17 +164,8 @@ class Receiver:
     def on(self, path: str) -> list[Arrival]:
         return [arrival for arrival in self.arrivals if arrival.path == path]
 
-    async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    def handle(self, path: str, body: bytes, headers: dict[bytes, bytes]) -> int:
         at = time.perf_counter()
-        headers = dict(scope["headers"])
         message_id = headers.get(b"webhook-id", b"").decode()
         customer_id = ""
         try:
@@ -217,7 +175,6 @@ class Receiver:
             self.malformed += 1
         if not (message_id and b"webhook-timestamp" in headers and b"webhook-signature" in headers):
             self.malformed += 1
-        path: str = scope["path"]
         self.arrivals.append(Arrival(at, path, message_id, customer_id))
         self.counts[path] += 1
         if self.sample_body is None and customer_id:
@@ -225,14 +182,7 @@ class Receiver:
         waiter = self._waiters.get(path)
         if waiter is not None and self.counts[path] >= waiter[0] and not waiter[1].done():
             waiter[1].set_result(None)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"ok"})
+        return 200
 
 
 # --- servers ----------------------------------------------------------------------------
