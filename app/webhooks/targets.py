@@ -97,6 +97,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
+KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport, whose connection pool dials through `_GuardedBackend`.
 
@@ -110,6 +113,8 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
-            keepalive_expiry=30.0,
+            # Under the 5 s after which many servers (uvicorn, Node) close an idle connection:
+            # reusing one as its server closes it is a reset, and a failed attempt.
+            keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
             network_backend=_GuardedBackend(allowed, resolver),
         )
