@@ -41,6 +41,8 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         description="Retry safely: the same key and body replay the first response (24 h)",
+        # Checked by the idempotency code (422 invalid_header); documented here.
+        json_schema_extra={"minLength": 1, "maxLength": 255},
     ),
 ]
 

@@ -160,6 +160,9 @@ def demo_settings(path: Path) -> Settings:
         refit_interval=timedelta(0),
         housekeeping_interval=timedelta(0),
         webhook_dispatcher=False,
+        # A year streamed in a minute: far beyond what any till or dashboard would send.
+        rate_limit_ingest="off",
+        rate_limit_read="off",
         log_json=False,
         log_level="WARNING",
     )

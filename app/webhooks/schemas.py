@@ -81,8 +81,25 @@ class EndpointIn(_Strict):
     )
 
 
+# PATCH fields that may be left out but not set to null (rate_limit: null removes the limit).
+_NOT_NULL = ("url", "description", "event_types", "filters", "enabled", "ordered")
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Document what the validator enforces: these fields' schemas without their null."""
+    for name in _NOT_NULL:
+        field = schema["properties"][name]
+        options = [o for o in field.pop("anyOf", []) if o != {"type": "null"}]
+        if len(options) == 1:
+            field.update(options[0])
+        elif options:
+            field["anyOf"] = options
+
+
 class EndpointPatch(_Strict):
     """Only the fields given change; `enabled: true` also clears the failure streak."""
+
+    model_config = ConfigDict(json_schema_extra=lambda schema, _: _not_nullable(schema))
 
     url: Url | None = None
     description: Description | None = None
@@ -92,7 +109,7 @@ class EndpointPatch(_Strict):
     rate_limit: float | None = Field(default=None, gt=0, le=10_000, strict=True)
     ordered: bool | None = Field(default=None, strict=True)
 
-    @field_validator("url", "description", "event_types", "filters", "enabled", "ordered")
+    @field_validator(*_NOT_NULL)
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
