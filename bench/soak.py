@@ -125,7 +125,7 @@ import orjson
 import uvloop
 from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
-from _process import BIN, HOST, ROOT, free_port, percentile, radar
+from _process import BIN, HOST, ROOT, free_port, percentile, radar, stop_group, wait_healthy
 from _receiver import LocalReceiver
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
@@ -384,28 +384,16 @@ def start_server(
 
 
 async def wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=2.0) as client:
-        while time.monotonic() < deadline and server.process.poll() is None:
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"the server did not become ready:\n{server.log_tail()}")
+    await wait_healthy(
+        server.base_url,
+        server.process,
+        lambda: f"the server did not become ready:\n{server.log_tail()}",
+        READY_TIMEOUT_S,
+    )
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM the server's process group (it was started in its own session), then kill."""
-    if server.process.poll() is not None:
-        return
-    os.killpg(server.process.pid, signal.SIGTERM)
-    try:
-        server.process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait()
+    stop_group(server.process, STOP_TIMEOUT_S)
 
 
 def rss_mib(pid: int) -> float:

@@ -89,7 +89,7 @@ import orjson
 import uvloop
 from _cpu import machine_cpu_seconds, proc_cpu_seconds
 from _postgres import reset_postgres
-from _process import BIN, HOST, ROOT, free_port, percentile, radar
+from _process import BIN, HOST, ROOT, free_port, percentile, radar, stop_group, wait_healthy
 from _receiver import LocalReceiver
 
 SCRIPT = Path(__file__).resolve()
@@ -217,6 +217,9 @@ def service_env(database_url: str, plan: Plan) -> dict[str, str]:
         RADAR_SWEEP_INTERVAL="PT0S",
         RADAR_REFIT_INTERVAL="PT0S",
         RADAR_HOUSEKEEPING_INTERVAL="PT0S",
+        # One key sends everything: the per-key limits would measure themselves.
+        RADAR_RATE_LIMIT_INGEST="off",
+        RADAR_RATE_LIMIT_READ="off",
     )
     return env
 
@@ -241,28 +244,16 @@ def start_service(name: str, database_url: str, plan: Plan, workdir: Path) -> Se
 
 
 async def wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=2.0) as client:
-        while time.monotonic() < deadline and server.process.poll() is None:
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{server.name} did not become ready:\n{server.log_tail()}")
+    await wait_healthy(
+        server.base_url,
+        server.process,
+        lambda: f"{server.name} did not become ready:\n{server.log_tail()}",
+        READY_TIMEOUT_S,
+    )
 
 
 def stop(server: Server, signal_number: int = signal.SIGTERM) -> None:
-    """Signal the server's process group (it was started in its own session), then kill."""
-    if server.process.poll() is not None:
-        return
-    os.killpg(server.process.pid, signal_number)
-    try:
-        server.process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait()
+    stop_group(server.process, STOP_TIMEOUT_S, signal_number)
 
 
 # --- CPU --------------------------------------------------------------------------------
