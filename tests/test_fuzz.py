@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.config._checks import (
+    NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES,
+    NegativeDataRejectionConfig,
+)
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.test_server import _free_port, _wait_until_healthy
@@ -28,6 +32,11 @@ schema = schemathesis.openapi.from_path(ROOT / "openapi" / "openapi.json")
 # Valid requests and invalid ones (out-of-range numbers, wrong types, missing fields...).
 schema.config.generation.update(
     modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+)
+# Invalid input is refused with a 4xx schemathesis expects, or 413: a batch of more events
+# than `maxItems` is "too large" (413 too_many_events, documented), like an oversized body.
+schema.config.checks.negative_data_rejection = NegativeDataRejectionConfig(
+    expected_statuses=[*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413"]
 )
 
 
