@@ -96,20 +96,12 @@ def lapsed_customer(customer_id: str) -> list[dict[str, Any]]:
     return [purchase(f"{customer_id}-{day}", customer_id, day, "40") for day in days]
 
 
-async def stored_event_ids(url: str) -> list[str]:
+async def column(url: str, attribute: Any) -> list[Any]:
+    """Every row's value of one column (`PurchaseEvent.event_id`, say)."""
     engine = open_engine(url)
     try:
         async with engine.connect() as connection:
-            return list(await connection.scalars(select(PurchaseEvent.event_id)))
-    finally:
-        await engine.dispose()
-
-
-async def delivery_statuses(url: str) -> list[str]:
-    engine = open_engine(url)
-    try:
-        async with engine.connect() as connection:
-            return list(await connection.scalars(select(WebhookDelivery.status)))
+            return list(await connection.scalars(select(attribute)))
     finally:
         await engine.dispose()
 
@@ -204,9 +196,9 @@ async def test_sigterm_answers_requests_in_flight_and_exits_cleanly(
     assert "Application shutdown complete." in log
     for trouble in ("Traceback", '"level": "ERROR"', '"level": "WARNING"', "CRITICAL"):
         assert trouble not in log, log
-    stored = set(await stored_event_ids(url))
+    stored = set(await column(url, PurchaseEvent.event_id))
     sent = {f"held-{n}" for n in range(3)} | {f"held-batch-{n}" for n in range(200)}
     assert sent <= stored
     # The webhook in flight at SIGTERM was delivered and recorded as such.
     assert len(receiver.requests) == 1
-    assert await delivery_statuses(url) == ["succeeded"]
+    assert await column(url, WebhookDelivery.status) == ["succeeded"]
