@@ -33,6 +33,12 @@ Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=IDENTIFIER_PATTERN)
 ]
 
+# Free text (notes, descriptions, names, categories): any character either database can hold,
+# which is every one but NUL (PostgreSQL's text and JSONB refuse it; SQLite would keep it).
+# Composes with a length: `Annotated[str, StringConstraints(max_length=2000), NoNul]`.
+FREE_TEXT_PATTERN = r"^[^\x00]*$"
+NoNul = StringConstraints(pattern=FREE_TEXT_PATTERN)
+
 
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 
