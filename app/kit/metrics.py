@@ -53,6 +53,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.set_aside = Counter(
+            "radar_set_aside_total",
+            "Items a background loop could not process and set aside so the others go on",
+            ["loop"],
+            registry=self.registry,
+        )
         self.webhook_latency = Histogram(
             "radar_webhook_attempt_duration_seconds",
             "Time a receiver took to answer a webhook",

@@ -19,6 +19,7 @@ import logging
 import math
 import random
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.kit.metrics import Metrics
 from app.kit.settings import Settings
+from app.kit.text import storable
 from app.webhooks import outbox, repository
 from app.webhooks.repository import EndpointRow, Job
 from app.webhooks.signing import signature_header
@@ -40,6 +42,7 @@ from app.webhooks.targets import GuardedTransport, Resolver, system_resolver
 logger = logging.getLogger("radar.webhooks")
 
 RESPONSE_BODY_LIMIT = 1024  # bytes of the receiver's answer kept with the attempt
+ERROR_LIMIT = 500  # characters of an attempt's error (the column's size)
 USER_AGENT = "DefectionRadar-Webhooks/0.1"
 
 
@@ -56,6 +59,15 @@ class Outcome:
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    def stripped(self, why: BaseException) -> Outcome:
+        """The attempt without what the database refused: a status code only if it is
+        one, no answer, and why it could not be stored in full."""
+        status = self.status_code if self.status_code in range(100, 600) else None
+        error = f"the attempt could not be stored in full ({type(why).__name__})"
+        if self.error:
+            error = f"{self.error}; {error}"
+        return Outcome(self.job, self.attempted_at, 0.0, status, None, error, self.retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +155,10 @@ def _attempt_row(outcome: Outcome) -> dict[str, object]:
         "attempted_at": outcome.attempted_at,
         "duration_ms": round(outcome.duration_ms, 3),
         "status_code": outcome.status_code,
-        "response_body": outcome.body,
-        "error": outcome.error,
+        "response_body": None
+        if outcome.body is None
+        else storable(outcome.body, RESPONSE_BODY_LIMIT),
+        "error": None if outcome.error is None else storable(outcome.error, ERROR_LIMIT),
         "succeeded": outcome.succeeded,
     }
 
@@ -159,7 +173,7 @@ def _delivery_row(outcome: Outcome, policy: RetryPolicy, now: datetime) -> dict[
         "new_next_attempt_at": retry_at,
         "new_finished_at": None if status == "pending" else now,
         "new_status_code": outcome.status_code,
-        "new_error": outcome.error,
+        "new_error": None if outcome.error is None else storable(outcome.error, ERROR_LIMIT),
     }
 
 
@@ -394,9 +408,48 @@ class Dispatcher:
         now = self._clock()
         try:
             await self._transactions.run(lambda c: record(c, outcomes, self._policy, now))
-        except BaseException:
+        except DATABASE_UNAVAILABLE_ERRORS:
             self._outcomes[:0] = outcomes  # written on the next round; the leases still hold
             raise
+        except Exception:
+            # One attempt the database refuses must not keep every other endpoint's
+            # outcomes (and so their queues) from being written: each alone, then stripped.
+            logger.exception("writing %d webhook outcomes failed; one by one", len(outcomes))
+            await self._record_one_by_one(outcomes, now)
+        except BaseException:
+            self._outcomes[:0] = outcomes
+            raise
+
+    async def _record_one_by_one(self, outcomes: list[Outcome], now: datetime) -> None:
+        for index, outcome in enumerate(outcomes):
+            try:
+                await self._record_alone(outcome, now)
+            except DATABASE_UNAVAILABLE_ERRORS:
+                self._outcomes[:0] = outcomes[index:]
+                raise
+
+    async def _record_alone(self, outcome: Outcome, now: datetime) -> None:
+        try:
+            await self._transactions.run(lambda c: record(c, [outcome], self._policy, now))
+            return
+        except DATABASE_UNAVAILABLE_ERRORS:
+            raise
+        except Exception as exc:
+            stripped = outcome.stripped(exc)
+        logger.warning(
+            "webhook attempt set aside: stored without the receiver's answer",
+            extra={"delivery": outcome.job.delivery_id, "error": stripped.error},
+        )
+        if self._metrics is not None:
+            self._metrics.set_aside.labels("dispatcher").inc()
+        try:
+            await self._transactions.run(lambda c: record(c, [stripped], self._policy, now))
+        except DATABASE_UNAVAILABLE_ERRORS:
+            raise
+        except Exception:
+            # Not even the bare attempt could be written: its lease runs out and the
+            # delivery is sent again (at least once), like after a crash.
+            logger.exception("webhook attempt dropped", extra={"delivery": outcome.job.delivery_id})
 
     # -- one attempt -----------------------------------------------------------------------
 
@@ -408,6 +461,7 @@ class Dispatcher:
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
+            "accept-encoding": "identity",  # the answer is only kept, never needed whole
             "webhook-id": job.message_uid,
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(
@@ -447,13 +501,26 @@ def _sooner(current: float | None, candidate: float) -> float:
 
 
 async def _read_start(response: httpx.Response) -> str:
-    """The first bytes of the answer, as text; the rest is not read."""
+    """The first bytes of the answer, as storable text; the rest is not read.
+
+    Raw bytes, not httpx's decoded stream: a small compressed answer can inflate without
+    bound. gzip and deflate are inflated here up to the limit; other encodings are named.
+    """
     kept = b""
     async for chunk in response.aiter_raw():
         kept += chunk
         if len(kept) >= RESPONSE_BODY_LIMIT:
             break
-    return kept[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace")
+    kept = kept[:RESPONSE_BODY_LIMIT]
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:  # wbits | 32: a gzip or zlib header, whichever it has
+            kept = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(kept, RESPONSE_BODY_LIMIT)
+        except zlib.error:
+            return f"({storable(encoding, 40)}-encoded answer that does not inflate)"
+    elif encoding not in ("", "identity"):
+        return f"({len(kept)} bytes of a {storable(encoding, 40)}-encoded answer, not shown)"
+    return storable(kept.decode("utf-8", errors="replace"), RESPONSE_BODY_LIMIT)
 
 
 def _status_error(response: httpx.Response) -> str:
