@@ -38,6 +38,7 @@ from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
 from app.scoring.service import refit
+from app.setaside.endpoints import router as set_aside_router
 from app.ui.endpoints import router as ui_router
 from app.webhooks import repository as webhooks
 from app.webhooks.dispatcher import Dispatcher
@@ -133,6 +134,7 @@ def create_app(
                     should_stop=lambda: jobs.stopping,
                 )
                 app.state.metrics.swept.inc(result.customers)
+                app.state.metrics.set_aside.labels("sweeper").inc(result.set_aside)
                 app.state.metrics.sweep_duration.observe(time.perf_counter() - started)
                 return result
 
@@ -183,6 +185,7 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(reports_router)
     app.include_router(webhooks_router)
+    app.include_router(set_aside_router)
     app.include_router(ui_router)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -344,3 +344,20 @@ class WebhookAttempt(Base):
     response_body: Mapped[str | None] = mapped_column(String(1024))  # truncated
     error: Mapped[str | None] = mapped_column(String(500))
     succeeded: Mapped[bool] = mapped_column(Boolean)
+
+
+class SetAsideItem(Base):
+    """An item a background loop could not process (a customer the sweeper could not
+    evaluate, say): kept out of the loop's way, with its error, until it succeeds or is
+    retried."""
+
+    __tablename__ = "set_aside_items"
+    __table_args__ = (UniqueConstraint("loop", "item"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    loop: Mapped[str] = mapped_column(String(32))  # "sweeper", ...
+    item: Mapped[str] = mapped_column(String(200))  # the loop's key: a customer id, ...
+    error: Mapped[str] = mapped_column(String(500))
+    failures: Mapped[int] = mapped_column(Integer)
+    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime)

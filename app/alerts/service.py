@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 from sqlalchemy import Connection, text
 
@@ -19,10 +20,12 @@ from app.alerts import repository, rules
 from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.customers.state import CustomerState
-from app.kit.db import TransactionRunner
+from app.kit.db import Money, TransactionRunner
+from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.policy import service as policies
 from app.policy.schemas import RULES, Rule
 from app.scoring import service as scoring
+from app.setaside import repository as setaside
 from app.webhooks import outbox
 
 logger = logging.getLogger("radar.alerts")
@@ -178,7 +181,7 @@ def _decide(
     escalate_after: timedelta,
 ) -> None:
     verdict = evaluation.verdicts.get(rule)
-    value = Decimal(str(score.value_at_risk)) if score else Decimal(0)
+    value = Money.clamp(score.value_at_risk) if score else Decimal(0)
     if verdict is not None and verdict.firing and (evaluation.eligible or alert is not None):
         if alert is None:
             changes.opened.append(
@@ -284,6 +287,13 @@ def _spare_resolved_lapses(
 class SweepResult:
     customers: int
     batches: int
+    set_aside: int = 0  # customers that failed alone, and wait SET_ASIDE_FOR
+
+
+SWEEPER = "sweeper"  # the loop's name among set-aside items
+# How long a customer the sweeper could not evaluate waits before it is tried again (a
+# new event of theirs, or a retry through the API, comes sooner).
+SET_ASIDE_FOR = timedelta(hours=1)
 
 
 async def sweep(
@@ -301,23 +311,75 @@ async def sweep(
     LOCKED`, so replicas sweeping at once take disjoint customers and never wait for ingest),
     evaluate, store their next checks and alert changes, commit. `should_stop` is asked
     between batches (shutdown): a batch is never interrupted, the rest waits for next time.
+    A batch that fails for anything but the database being away is swept again customer by
+    customer; one that fails alone is set aside (`set_aside_items`), so that the most
+    overdue customer cannot keep every other from being swept.
     """
-    total = batches = 0
+    total = batches = set_aside = 0
     while batches < max_batches and not should_stop():
         now = clock()
-
-        def one_batch(connection: Connection, now: datetime = now) -> int:
-            states = customers.claim_due(connection, now, batch_size)
-            changes = evaluator.evaluate(connection, states, now, find_crossings=True)
-            customers.save_next_checks(connection, states)
-            evaluator.write(connection, changes)
-            return len(states)
-
-        done = await transactions.run(one_batch)
+        try:
+            done = await transactions.run(
+                partial(_sweep_batch, evaluator=evaluator, now=now, limit=batch_size)
+            )
+        except DATABASE_UNAVAILABLE_ERRORS:
+            raise
+        except Exception:
+            logger.exception("sweep batch failed; sweeping its customers one by one")
+            done, failed = await _sweep_one_by_one(transactions, evaluator, now, batch_size)
+            set_aside += failed
         total += done
         batches += 1
         if done < batch_size:
             break
     if total:
         logger.info("sweep done", extra={"customers": total, "batches": batches})
-    return SweepResult(total, batches)
+    return SweepResult(total, batches, set_aside)
+
+
+def _sweep_batch(
+    connection: Connection, evaluator: Evaluator, now: datetime, limit: int, customer: str = ""
+) -> int:
+    """One transaction: due customers (or the one named), evaluated and stored."""
+    if customer:
+        states = customers.claim_one(connection, customer, now)
+    else:
+        states = customers.claim_due(connection, now, limit)
+    changes = evaluator.evaluate(connection, states, now, find_crossings=True)
+    customers.save_next_checks(connection, states)
+    evaluator.write(connection, changes)
+    setaside.clear(connection, SWEEPER, [s.customer_id for s in states])
+    return len(states)
+
+
+async def _sweep_one_by_one(
+    transactions: TransactionRunner, evaluator: Evaluator, now: datetime, limit: int
+) -> tuple[int, int]:
+    """Sweep the batch's customers one transaction each; returns (swept, set aside)."""
+    due = await transactions.read(lambda c: customers.due_ids(c, now, limit))
+    failed = 0
+    for customer_id in due:
+        try:
+            await transactions.run(
+                partial(_sweep_batch, evaluator=evaluator, now=now, limit=1, customer=customer_id)
+            )
+        except DATABASE_UNAVAILABLE_ERRORS:
+            raise
+        except Exception as exc:
+            logger.exception("customer set aside by the sweeper", extra={"customer": customer_id})
+            error = f"{type(exc).__name__}: {exc}"
+            await transactions.run(
+                partial(_set_aside, customer_id=customer_id, error=error, now=now)
+            )
+            failed += 1
+    return len(due), failed
+
+
+def _set_aside(connection: Connection, customer_id: str, error: str, now: datetime) -> None:
+    customers.check_later(connection, customer_id, now + SET_ASIDE_FOR)
+    setaside.record(connection, SWEEPER, customer_id, error, now)
+
+
+def sweep_again(connection: Connection, customer_id: str, now: datetime) -> None:
+    """A set-aside customer, due for the sweeper's next round."""
+    customers.check_later(connection, customer_id, now)

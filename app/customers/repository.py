@@ -148,6 +148,39 @@ def claim_due(connection: Connection, now: datetime, limit: int) -> list[Custome
     return [_state(row) for row in result]
 
 
+def due_ids(connection: Connection, now: datetime, limit: int) -> list[str]:
+    """The ids `claim_due` would take, without locking them (to go through one by one)."""
+    query = (
+        select(_customers.c.customer_id)
+        .where(_customers.c.next_check_at <= now)
+        .order_by(_customers.c.next_check_at)
+        .limit(limit)
+    )
+    return [row[0] for row in connection.execute(query)]
+
+
+def claim_one(connection: Connection, customer_id: str, now: datetime) -> list[CustomerState]:
+    """The customer, locked, if their next check has come (else nobody)."""
+    if connection.dialect.name == "postgresql":
+        result = connection.exec_driver_sql(
+            _SELECT_STATES + "WHERE customer_id = $1 AND next_check_at <= $2 FOR UPDATE",
+            (customer_id, now),
+        )
+    else:
+        result = connection.exec_driver_sql(
+            _SELECT_STATES + "WHERE customer_id = ? AND next_check_at <= ?",
+            (customer_id, sqlite_timestamp(now)),
+        )
+    return [_state(row) for row in result]
+
+
+def check_later(connection: Connection, customer_id: str, at: datetime) -> None:
+    """Move the customer's next check to `at`, whenever it was due."""
+    connection.execute(
+        update(_customers).where(_customers.c.customer_id == customer_id).values(next_check_at=at)
+    )
+
+
 def check_by(connection: Connection, customer_id: str, at: datetime) -> None:
     """Make sure the customer is evaluated by `at` (say, when a snooze ends)."""
     connection.execute(

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 WEEKS_KEPT = 53  # the current week and the 52 before it
+# Running totals stop at the amount column's range (1/10,000 units in 64 bits) instead of
+# overflowing it: ~922 maximal purchases would otherwise make every later event of the
+# customer fail. Saturating sums of non-negative amounts are still order-independent.
+# (Python's integers would not overflow, but the columns and orjson hold 64 bits.)
+TOTAL_CEILING = 2**63 - 1
 _MONDAY = date(1970, 1, 5)
 
 
@@ -79,14 +84,14 @@ class CustomerState:
 
     def _purchase(self, event: EventFacts) -> None:
         self.purchases += 1
-        self.purchase_amount += event.amount
+        self.purchase_amount = _add(self.purchase_amount, event.amount)
         self.stores[event.store_id] = self.stores.get(event.store_id, 0) + 1
         if event.staff_id is not None:
             self.staff[event.staff_id] = self.staff.get(event.staff_id, 0) + 1
         if self.first_visit_on is None or event.day < self.first_visit_on:
             self.first_visit_amount = event.amount  # an earlier first visit replaces it
         elif event.day == self.first_visit_on:
-            self.first_visit_amount += event.amount
+            self.first_visit_amount = _add(self.first_visit_amount, event.amount)
         if event.segment is not None and (
             self.segment_on is None
             or (self.segment_on, self.segment or "") < (event.day, event.segment)
@@ -100,7 +105,7 @@ class CustomerState:
             tally[1] = max(str(tally[1]), day)
             tally[2] = min(str(tally[2]), day)
         bucket = self.weekly.setdefault(str(week_index(event.day)), [0, 0])
-        bucket[1] += event.amount
+        bucket[1] = _add(bucket[1], event.amount)
         if event.new_visit:
             self.visit_days += 1
             bucket[0] += 1
@@ -109,15 +114,21 @@ class CustomerState:
 
     def _refund(self, event: EventFacts) -> None:
         self.refunds += 1
-        self.refund_amount += event.amount
+        self.refund_amount = _add(self.refund_amount, event.amount)
         bucket = self.weekly.setdefault(str(week_index(event.day)), [0, 0])
-        bucket[1] -= event.amount
+        bucket[1] = _add(bucket[1], -event.amount)
 
     def _prune_weeks(self) -> None:
         if self.last_visit_on is None:
             return
         oldest = week_index(self.last_visit_on) - (WEEKS_KEPT - 1)
         self.weekly = {week: tally for week, tally in self.weekly.items() if int(week) >= oldest}
+
+
+def _add(total: int, amount: int) -> int:
+    """A saturating sum. A week's net amount can also fall to -TOTAL_CEILING; there, past a
+    bound no till reaches, the order of purchases and refunds can matter."""
+    return max(min(total + amount, TOTAL_CEILING), -TOTAL_CEILING)
 
 
 def _most(tally: dict[str, int]) -> str | None:

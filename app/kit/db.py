@@ -81,6 +81,16 @@ class Money(TypeDecorator[Decimal]):
     impl = BigInteger
     cache_ok = True
     SCALE = 10_000
+    MAX_UNITS = 2**63 - 1  # the column's range, in 1/10,000
+    MAX = Decimal(MAX_UNITS // SCALE)  # 922,337,203,685,477: every stored amount is below
+
+    @classmethod
+    def clamp(cls, value: float) -> Decimal:
+        """A computed amount (a value at risk) as a storable one: cents, within range.
+        No real customer comes near the bound; a hostile one must not break a loop."""
+        if value != value:  # NaN
+            return Decimal(0)
+        return Decimal(str(round(min(max(value, 0.0), float(cls.MAX)), 2)))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> int | None:
         if value is None:
@@ -108,8 +118,14 @@ def _json_dumps(value: Any) -> str:
 
 
 # JSON columns (alert evidence, the change feed) through orjson: the standard library's
-# encoder was a visible share of writing a sweep's alerts.
-JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+# encoder was a visible share of writing a sweep's alerts. A failed statement's error text
+# leaves out its parameters: they hold events, receivers' answers and webhook secrets, and
+# that text reaches logs, tracebacks and set-aside items.
+ENGINE_OPTIONS: dict[str, Any] = {
+    "json_serializer": _json_dumps,
+    "json_deserializer": orjson.loads,
+    "hide_parameters": True,
+}
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -118,7 +134,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return _create_sqlite_engine(settings)
     engine = create_async_engine(
         url,
-        **JSON_CODEC,
+        **ENGINE_OPTIONS,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=False,
@@ -203,7 +219,7 @@ def _create_sqlite_engine(settings: Settings) -> AsyncEngine:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
         settings.database_url,
-        **JSON_CODEC,
+        **ENGINE_OPTIONS,
         pool_size=settings.db_pool_size,
         max_overflow=0,
         # pysqlite's own transaction handling is disabled so that BEGIN is ours (below).
@@ -282,7 +298,7 @@ class TransactionRunner:
         if settings.is_sqlite:
             self._sync_engine = sa_create_engine(
                 settings.database_url.replace("+aiosqlite", ""),
-                **JSON_CODEC,
+                **ENGINE_OPTIONS,
                 poolclass=SingletonThreadPool,
                 connect_args={"isolation_level": None},
             )
