@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.kit.settings import Settings
-from tests.conftest import Keys, event, stored_events
+from tests.conftest import Clock, Keys, event, stored_events
+from tests.test_webhooks import lapse
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +23,17 @@ BAD_FIELDS: list[tuple[str, dict[str, Any], str, str]] = [
         {"attributes": {"points": [2**70]}},
         "attributes_not_json",
         "/attributes",
+    ),
+    # PostgreSQL refuses NUL in text and JSONB: these were 500s there (and a batch holding
+    # one was a 500 for every event in it); SQLite stored them.
+    ("NUL in an attribute key", {"attributes": {"a\x00": 1}}, "attributes_nul", "/attributes"),
+    ("NUL in an attribute", {"attributes": {"a": ["x\x00"]}}, "attributes_nul", "/attributes"),
+    ("NUL in the segment", {"attributes": {"segment": "\x00"}}, "attributes_nul", "/attributes"),
+    (
+        "NUL in a category",
+        {"items": [{"category": "wine\x00", "amount": "1"}]},
+        "string_pattern_mismatch",
+        "/items/0/category",
     ),
     ("amount not a number", {"amount": "abc"}, "decimal_parsing", "/amount"),
     ("amount negative", {"amount": "-5"}, "greater_than", "/amount"),
@@ -450,3 +462,50 @@ async def test_what_an_event_may_carry_is_configurable(
     assert [(e["pointer"], e["code"]) for e in first["errors"]] == [(f"/events/0{pointer}", code)]
     assert second["status"] == "accepted"
     assert sorted(e["event_id"] for e in await stored_events(app)) == ["e-0", "e-3"]
+
+
+async def test_a_batch_with_a_nul_in_one_event_stores_the_others(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    events = [
+        event("good-1"),
+        event("bad", attributes={"note": "x\x00"}),
+        event("good-2", items=[{"category": "bread", "amount": "1"}]),
+    ]
+    response = await client.post(
+        "/v1/purchases/batch", json={"events": events}, headers=keys.ingest
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    (bad,) = [r for r in body["results"] if r["status"] == "rejected"]
+    assert bad["errors"][0]["pointer"] == "/events/1/attributes"
+    assert sorted(e["event_id"] for e in await stored_events(app)) == ["good-1", "good-2"]
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "pointer"),
+    [
+        ("acknowledge", {"by": "maria\x00"}, "/by"),
+        ("snooze", {"by": "\x00", "until": "2026-06-01T00:00:00Z"}, "/by"),
+        ("resolve", {"outcome": "not_a_defection", "note": "called\x00"}, "/note"),
+        ("resolve", {"outcome": "lost", "reason": "price\x00"}, "/reason"),
+    ],
+)
+async def test_a_nul_in_what_people_write_on_an_alert_is_refused(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    clock: Clock,
+    action: str,
+    body: dict[str, Any],
+    pointer: str,
+) -> None:
+    await lapse(client, keys, clock)
+    (alert,) = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
+    url = f"/v1/alerts/{alert['id']}/{action}"
+    response = await client.post(url, json=body, headers=keys.read)
+    problem = assert_problem(response, 422, "validation_error")
+    assert pointer in [e["pointer"] for e in problem["errors"]]
+    after = (await client.get(f"/v1/alerts/{alert['id']}", headers=keys.read)).json()
+    assert (after["alert"]["status"], len(after["history"])) == ("open", 1)

@@ -80,6 +80,7 @@ async def test_put_stores_a_new_version_with_defaults_for_what_is_omitted(
         ({"rules": {"teleport": {}}}, "/rules/teleport"),
         ({"severity": {"medium_value_at_risk": 900, "high_value_at_risk": 100}}, "/severity"),
         ({"exclusions": {"stores": [""]}}, "/exclusions/stores/0"),
+        ({"exclusions": {"segments": ["vip\x00"]}}, "/exclusions/segments/0"),
         ({"min_value_at_risk": -1}, "/min_value_at_risk"),
     ],
 )

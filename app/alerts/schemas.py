@@ -6,13 +6,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.kit.params import IsoAwareDatetime
+from app.kit.params import IsoAwareDatetime, NoNul
 from app.policy.schemas import Rule, Severity
 
 Status = Literal["open", "acknowledged", "snoozed", "resolved"]
 Outcome = Literal["won_back", "lost", "not_a_defection", "not_worth_retaining"]
 Channel = Literal["phone", "email", "sms", "in_store", "letter", "other"]
-Actor = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+Actor = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NoNul
+]
 
 
 class AlertOut(BaseModel):
@@ -106,9 +108,9 @@ class SnoozeIn(_Action):
 
 class ResolveIn(_Action):
     outcome: Outcome
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul] | None = Field(
         default=None,
         description="Required for won_back and lost: one of the configured reasons",
     )
-    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    note: Annotated[str, StringConstraints(max_length=2000), NoNul] | None = None
     channel: Channel | None = Field(default=None, description="How the customer was contacted")

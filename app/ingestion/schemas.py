@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
-from app.kit.params import Identifier, IsoAwareDatetime
+from app.kit.params import Identifier, IsoAwareDatetime, NoNul
 
 if TYPE_CHECKING:
     from app.kit.settings import Settings
@@ -78,7 +78,7 @@ class LineItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sku: Identifier | None = None
-    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64), NoNul]
     quantity: Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)] = Decimal(1)
     amount: Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4)]
 
@@ -89,6 +89,17 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL's JSONB refuses \\u0000 anywhere in a document."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 class PurchaseEventIn(BaseModel):
@@ -178,6 +189,10 @@ class PurchaseEventIn(BaseModel):
                 "attributes_too_deep",
                 "must not be nested more than {depth} levels deep",
                 {"depth": limits.attributes_depth},
+            )
+        if _has_nul(value):
+            raise PydanticCustomError(
+                "attributes_nul", "must not contain NUL characters (\\u0000) in keys or values"
             )
         try:
             size = len(orjson.dumps(value))

@@ -11,7 +11,9 @@ from typing import Annotated, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+from app.kit.params import NoNul
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 Rule = Literal["inactivity", "frequency_drop", "spend_drop", "category_lapse"]
 RULES: tuple[Rule, ...] = get_args(Rule)
 Severity = Literal["low", "medium", "high"]
