@@ -16,7 +16,7 @@ from sqlalchemy import update
 from app.kit.db import Money
 from app.models import Customer
 from app.webhooks.dispatcher import Outcome
-from tests.conftest import Clock, Keys
+from tests.conftest import Clock, Keys, stored_events
 from tests.receiver import Receiver, Reply, always
 from tests.test_alerts import customer, post, sweep_at, unresolved, visits, weekly
 from tests.test_webhooks import add_endpoint, deliver, deliveries, lapse
@@ -190,3 +190,38 @@ async def test_a_customer_the_sweeper_cannot_evaluate_is_set_aside_and_the_other
     missing = await client.post(f"/v1/set-aside/{again['id']}/retry", headers=keys.manage)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+# -- the event writer ----------------------------------------------------------------------
+
+
+async def test_a_customer_whose_events_cannot_be_stored_does_not_fail_the_batch(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """A batch mixing a customer whose pattern cannot take an event with others: the others
+    are stored and answered accepted; that customer's events are rejected, named, and kept
+    nowhere, so that the till's retry can store them once the pattern is mended."""
+    clock.set("2026-03-24T09:00:00+00:00")
+    await post(client, keys, visits("poison", weekly(date(2026, 1, 5), 2)))
+    await corrupt_pattern(app, "poison", {"not a week": "nor a tally"})
+    batch = [
+        *visits("a-first", [date(2026, 3, 20)]),
+        *visits("poison", [date(2026, 3, 21)]),
+        *visits("z-last", [date(2026, 3, 22)]),
+    ]
+    response = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    (rejected,) = [r for r in body["results"] if r["status"] == "rejected"]
+    assert rejected["index"] == 1
+    assert [e["code"] for e in rejected["errors"]] == ["not_stored"]
+    assert rejected["errors"][0]["pointer"] == "/events/1"
+    for name in ("a-first", "z-last"):
+        assert (await customer(client, keys, name))["pattern"]["visit_days"] == 1
+    stored = {e["event_id"] for e in await stored_events(app)}
+    assert rejected["event_id"] not in stored
+
+    await corrupt_pattern(app, "poison", {})
+    retried = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
+    assert (retried.json()["accepted"], retried.json()["duplicates"]) == (1, 2)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Connection
 from starlette.responses import Response
@@ -164,6 +165,12 @@ class EventWriter:
                     _reset(submission.candidates)
                     await self._flush([submission])
                 return
+            if _by_customer_helps(group, exc):
+                # One customer's events must not fail the batch's other customers (a pattern
+                # the fold cannot apply, say): each customer in a transaction of its own.
+                logger.exception("storing a batch failed; storing it customer by customer")
+                await self._flush_by_customer(group[0])
+                return
             if _database_unavailable(exc):
                 # Answered 503 with Retry-After (and logged) by the error handler; no
                 # traceback per request while the database is away.
@@ -175,6 +182,35 @@ class EventWriter:
             return
         for submission, answer in zip(group, answers, strict=True):
             _settle(submission.future, answer)
+
+    async def _flush_by_customer(self, submission: _Submission) -> None:
+        candidates = submission.candidates
+        _reset(candidates)
+        parts: dict[str, list[Candidate]] = {}
+        for candidate in candidates:
+            if candidate.event is not None and not candidate.errors:
+                parts.setdefault(candidate.event.customer_id, []).append(candidate)
+        for customer_id, part in sorted(parts.items()):
+            now = utcnow()
+            plan = service.plan_store(part, received_at=now, max_future_skew=self._max_future_skew)
+            try:
+                await self._transactions.run(
+                    partial(
+                        service.apply_plan, plan=plan, evaluator=self._evaluator, now=self._clock()
+                    )
+                )
+            except Exception as exc:
+                if _database_unavailable(exc):
+                    _settle(submission.future, exc)
+                    return
+                logger.exception("events set aside", extra={"customer": customer_id})
+                _reset(part)
+                for candidate in part:
+                    candidate.reject("", "not_stored", _not_stored(exc))
+        try:
+            _settle(submission.future, submission.render(candidates))
+        except RadarError as exc:
+            _settle(submission.future, exc)
 
     def _store(
         self,
@@ -211,6 +247,24 @@ class EventWriter:
             assert isinstance(answer, Response)
             claim.save(connection, answer)
         return answers
+
+
+def _by_customer_helps(group: list[_Submission], exc: Exception) -> bool:
+    """A lone batch (an idempotent one stays all or nothing) of several customers, failed
+    for something other than the database being away or the request itself."""
+    if len(group) != 1 or group[0].idempotency is not None:
+        return False
+    if _database_unavailable(exc) or isinstance(exc, RadarError):
+        return False
+    customers = {c.event.customer_id for c in group[0].candidates if c.event is not None}
+    return len(customers) > 1
+
+
+def _not_stored(exc: Exception) -> str:
+    return (
+        f"this customer's events could not be stored ({type(exc).__name__}); nothing of "
+        "them was kept and the error is logged: send them again later"
+    )
 
 
 def _database_unavailable(exc: Exception) -> bool:
