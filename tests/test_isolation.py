@@ -13,10 +13,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
+from app.customers import state
 from app.kit.db import Money
 from app.models import Customer
 from app.webhooks.dispatcher import Outcome
-from tests.conftest import Clock, Keys, stored_events
+from tests.conftest import Clock, Keys, event, stored_customers, stored_events
 from tests.receiver import Receiver, Reply, always
 from tests.test_alerts import customer, post, sweep_at, unresolved, visits, weekly
 from tests.test_webhooks import add_endpoint, deliver, deliveries, lapse
@@ -225,3 +226,33 @@ async def test_a_customer_whose_events_cannot_be_stored_does_not_fail_the_batch(
     await corrupt_pattern(app, "poison", {})
     retried = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
     assert (retried.json()["accepted"], retried.json()["duplicates"]) == (1, 2)
+
+
+# -- sizes ---------------------------------------------------------------------------------
+
+
+async def test_a_customer_sending_ever_new_names_keeps_a_bounded_pattern(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    events = [
+        event(
+            f"e-{n}",
+            store_id=f"store-{n:03}",
+            staff_id=f"staff-{n:03}",
+            occurred_at=f"2026-01-{1 + n % 28:02}T12:00:00+00:00",
+            items=[{"category": f"cat-{n:03}-{k}", "amount": "1"} for k in range(4)],
+        )
+        for n in range(150)
+    ]
+    await post(client, keys, events)
+    again = event("again", store_id="store-000", items=[{"category": "cat-000-0", "amount": "1"}])
+    await post(client, keys, [again])
+    (pattern, _) = await stored_customers(app)
+    assert len(pattern["categories"]) == state.MAX_CATEGORIES == 500
+    assert len(pattern["stores"]) == state.MAX_STORES == 100
+    assert len(pattern["staff"]) == state.MAX_STAFF == 100
+    assert pattern["purchases"] == 151  # every purchase counts, tallied or not
+    assert pattern["stores"]["store-000"] == 2  # names already tallied go on counting
+    assert pattern["categories"]["cat-000-0"][0] == 2
+    view = await client.get("/v1/customers/card-1", headers=keys.read)
+    assert len(view.content) < 100_000

@@ -17,6 +17,14 @@ WEEKS_KEPT = 53  # the current week and the 52 before it
 # customer fail. Saturating sums of non-negative amounts are still order-independent.
 # (Python's integers would not overflow, but the columns and orjson hold 64 bits.)
 TOTAL_CEILING = 2**63 - 1
+# How many distinct categories, stores and staff members one pattern tallies: a customer's
+# row is read and written on each of their events, and without a bound one customer sending
+# new names made a 22 MB row that took a second per event. Names beyond a cap are not
+# tallied (their purchases still count everywhere else); below the caps the state does not
+# depend on the order of events, beyond them which names made it in does.
+MAX_CATEGORIES = 500
+MAX_STORES = 100
+MAX_STAFF = 100
 _MONDAY = date(1970, 1, 5)
 
 
@@ -85,9 +93,9 @@ class CustomerState:
     def _purchase(self, event: EventFacts) -> None:
         self.purchases += 1
         self.purchase_amount = _add(self.purchase_amount, event.amount)
-        self.stores[event.store_id] = self.stores.get(event.store_id, 0) + 1
+        _tally(self.stores, event.store_id, MAX_STORES)
         if event.staff_id is not None:
-            self.staff[event.staff_id] = self.staff.get(event.staff_id, 0) + 1
+            _tally(self.staff, event.staff_id, MAX_STAFF)
         if self.first_visit_on is None or event.day < self.first_visit_on:
             self.first_visit_amount = event.amount  # an earlier first visit replaces it
         elif event.day == self.first_visit_on:
@@ -98,7 +106,9 @@ class CustomerState:
         ):
             self.segment, self.segment_on = event.segment, event.day
         day = event.day.isoformat()
-        for category in event.categories:
+        for category in sorted(event.categories):
+            if category not in self.categories and len(self.categories) >= MAX_CATEGORIES:
+                continue
             # [purchases, last day bought, first day bought]
             tally = self.categories.setdefault(category, [0, day, day])
             tally[0] = int(tally[0]) + 1
@@ -123,6 +133,11 @@ class CustomerState:
             return
         oldest = week_index(self.last_visit_on) - (WEEKS_KEPT - 1)
         self.weekly = {week: tally for week, tally in self.weekly.items() if int(week) >= oldest}
+
+
+def _tally(counts: dict[str, int], name: str, cap: int) -> None:
+    if name in counts or len(counts) < cap:
+        counts[name] = counts.get(name, 0) + 1
 
 
 def _add(total: int, amount: int) -> int:
