@@ -48,7 +48,16 @@ class PurchaseEvent(Base):
     """A raw purchase or refund as a POS sent it: the source of truth for all derived state."""
 
     __tablename__ = "purchase_events"
-    __table_args__ = (Index("ix_purchase_events_customer_occurred", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_purchase_events_customer_occurred", "customer_id", "occurred_at"),
+        # The refunds of a purchase, summed when another refund of it arrives.
+        Index(
+            "ix_purchase_events_refunds_event_id",
+            "refunds_event_id",
+            sqlite_where=text("refunds_event_id IS NOT NULL"),
+            postgresql_where=text("refunds_event_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(128), unique=True)

@@ -24,6 +24,7 @@ from _postgres import reset_postgres
 
 from app.imports.reader import ReadOptions, parse_mapping, read
 from app.imports.service import ImportSummary, import_local, validate_rows
+from app.ingestion.schemas import EventLimits
 from app.ingestion.service import plan_store
 from app.kit.db import TransactionRunner, create_engine, utcnow
 from app.kit.migrations import upgrade
@@ -38,6 +39,7 @@ OPTIONS = ReadOptions(
     default_currency="USD",
 )
 SKEW = timedelta(minutes=5)
+LIMITS = EventLimits(currency="USD")  # CDNOW sold in dollars
 POSTGRES_URL = os.environ.get(
     "RADAR_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/radar_bench"
 )
@@ -49,7 +51,9 @@ def baseline() -> float:
     rows = list(read(DATA, OPTIONS))
     for start in range(0, len(rows), 2000):
         plan_store(
-            validate_rows(rows[start : start + 2000]), received_at=utcnow(), max_future_skew=SKEW
+            validate_rows(rows[start : start + 2000], LIMITS),
+            received_at=utcnow(),
+            max_future_skew=SKEW,
         )
     return time.perf_counter() - started
 
@@ -66,8 +70,12 @@ async def one_run(backend: str) -> tuple[ImportSummary, ImportSummary]:
         transactions = TransactionRunner(engine, settings)
         try:
             await upgrade(engine)
-            first = await import_local(transactions, DATA, OPTIONS, max_future_skew=SKEW)
-            again = await import_local(transactions, DATA, OPTIONS, max_future_skew=SKEW)
+            first = await import_local(
+                transactions, DATA, OPTIONS, max_future_skew=SKEW, limits=LIMITS
+            )
+            again = await import_local(
+                transactions, DATA, OPTIONS, max_future_skew=SKEW, limits=LIMITS
+            )
             return first, again
         finally:
             await transactions.close()

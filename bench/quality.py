@@ -88,6 +88,7 @@ async def replay_through_the_service(
             sqlite_synchronous="NORMAL",
             refit_interval=timedelta(0),
             rate_limit_ingest="off",  # the whole history through one key, as fast as it goes
+            currency="USD",
             log_level="WARNING",
         )
         app = create_app(settings)

@@ -89,7 +89,7 @@ async def test_json_lines_and_gzip(app: FastAPI, tmp_path: Path) -> None:
             "store_id": "north",
             "occurred_at": f"2026-02-0{n}T10:00:00+01:00",
             "amount": "10",
-            "currency": "USD",
+            "currency": "EUR",
             "items": [{"category": "fuel", "amount": "10"}],
             "attributes": {"segment": "family"},
         }
@@ -113,7 +113,7 @@ async def test_json_lines_and_gzip(app: FastAPI, tmp_path: Path) -> None:
         ("c-1,20260105,,north,,bakery", "/amount", "missing"),
         ("c-1,,12.50,north,,bakery", "/occurred_at", "missing"),
         (",20260105,12.50,north,,bakery", "/customer_id", "missing"),
-        ("c-1,20260105,0,north,,bakery", "/amount", "greater_than"),
+        ("c-1,20260105,0,north,refund,bakery", "/amount", "greater_than"),
         ("c-1,20260105,1.23456,north,,bakery", "/amount", "decimal_max_places"),
         ("c-1,20990105,12.50,north,,bakery", "/occurred_at", "future_timestamp"),
         ("c-1,20260105,12.50,north", "", "wrong_column_count"),

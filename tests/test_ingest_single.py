@@ -118,10 +118,12 @@ async def test_future_events_beyond_the_skew_are_rejected(
 async def test_refund_may_name_the_purchase_it_reverses(
     client: httpx.AsyncClient, keys: Keys, app: FastAPI
 ) -> None:
+    purchase = await client.post("/v1/purchases", json=event("e-1"), headers=keys.ingest)
+    assert purchase.status_code == 201
     refund = event("r-1", kind="refund", amount="10", refunds_event_id="e-1")
     response = await client.post("/v1/purchases", json=refund, headers=keys.ingest)
     assert response.status_code == 201
-    stored = (await stored_events(app))[0]
+    stored = (await stored_events(app))[1]
     assert (stored["kind"], stored["refunds_event_id"], stored["amount"]) == (
         "refund",
         "e-1",

@@ -26,10 +26,10 @@ from sqlalchemy import Connection, select
 from app.alerts.service import Evaluator, sweep
 from app.imports.reader import ReadOptions, read
 from app.imports.service import chunks, validate_rows
-from app.ingestion.schemas import EventKind, ItemStatus
+from app.ingestion.schemas import EventKind, EventLimits, ItemStatus
 from app.ingestion.service import Candidate, apply_plan, plan_store
 from app.kit.db import TransactionRunner, open_transactions
-from app.kit.settings import Settings
+from app.kit.settings import Settings, get_settings
 from app.models import Alert, AlertEvent
 from app.policy import service as policies
 from app.policy.schemas import PolicyBody
@@ -109,10 +109,12 @@ async def replay(
 
 
 def load(path: Path, options: ReadOptions) -> list[Candidate]:
-    """Every row, read and validated as the API would (rejected rows keep their errors)."""
+    """Every row, read and validated as the API would (rejected rows keep their errors).
+    The file's one currency is `--currency`'s, or RADAR_CURRENCY's."""
+    limits = EventLimits(currency=(options.default_currency or get_settings().currency).upper())
     candidates: list[Candidate] = []
     for rows in chunks(read(path, options), READ_CHUNK):
-        candidates.extend(validate_rows(rows))
+        candidates.extend(validate_rows(rows, limits))
     return candidates
 
 

@@ -6,10 +6,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Connection, Row, Table, delete, select, update
+from sqlalchemy import BigInteger, Connection, Row, Table, delete, func, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import IdempotencyRecord
+from app.models import IdempotencyRecord, PurchaseEvent
 
 
 class EventRow(NamedTuple):
@@ -177,3 +177,45 @@ def purge_idempotency_records(connection: Connection, older_than: datetime, limi
     expired = select(_records.c.id).where(_records.c.created_at < older_than).limit(limit)
     result = connection.execute(delete(_records).where(_records.c.id.in_(expired)))
     return int(result.rowcount or 0)
+
+
+_events = cast(Table, PurchaseEvent.__table__)
+
+
+class StoredFacts(NamedTuple):
+    customer_id: str
+    kind: str
+    amount: int  # in 1/10,000
+
+
+def refund_facts(
+    connection: Connection, event_ids: Sequence[str], targets: Sequence[str]
+) -> tuple[dict[str, StoredFacts], dict[str, int]]:
+    """What refund rules need: which of `event_ids` are stored (customer, kind, amount),
+    with those among `targets` locked on PostgreSQL so that two refunds of one purchase
+    are checked one after the other; and per target, the refunds already stored for it."""
+    e = _events.c
+    amount = type_coerce(e.amount, BigInteger)  # the raw 1/10,000 units
+    stored: dict[str, StoredFacts] = {}
+    locked = (
+        select(e.event_id, e.customer_id, e.kind, amount)
+        .where(e.event_id.in_(sorted(set(targets))))
+        .order_by(e.event_id)
+    )
+    if connection.dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    for query in (
+        locked,
+        select(e.event_id, e.customer_id, e.kind, amount).where(
+            e.event_id.in_(sorted(set(event_ids) - set(targets)))
+        ),
+    ):
+        stored.update(
+            (row[0], StoredFacts(row[1], row[2], int(row[3]))) for row in connection.execute(query)
+        )
+    refunded = connection.execute(
+        select(e.refunds_event_id, func.sum(amount))
+        .where(e.refunds_event_id.in_(sorted(set(targets))), e.kind == "refund")
+        .group_by(e.refunds_event_id)
+    )
+    return stored, {row[0]: int(row[1]) for row in refunded}

@@ -39,6 +39,7 @@ class EventLimits:
     items: int = 500
     attributes_bytes: int = 4096
     attributes_depth: int = 4
+    currency: str = "EUR"  # RADAR_CURRENCY: the one currency amounts are kept in
 
     @classmethod
     def of(cls, settings: Settings) -> EventLimits:
@@ -46,6 +47,7 @@ class EventLimits:
             items=settings.max_event_items,
             attributes_bytes=settings.max_attributes_bytes,
             attributes_depth=settings.max_attributes_depth,
+            currency=settings.currency,
         )
 
     def context(self) -> dict[str, Any]:
@@ -63,9 +65,10 @@ def _limits(info: ValidationInfo) -> EventLimits:
 # An occurred_at as an RFC 3339 string only: POS clocks and time zones are the main source
 # of bad data, so a bare Unix time is refused.
 Timestamp = IsoAwareDatetime
-PositiveAmount = Annotated[
+# Zero is a purchase too (a free coffee on the card is a visit); a refund must be > 0.
+Amount = Annotated[
     Decimal,
-    Field(gt=0, max_digits=16, decimal_places=4, allow_inf_nan=False),
+    Field(ge=0, max_digits=16, decimal_places=4, allow_inf_nan=False),
 ]
 
 
@@ -127,9 +130,15 @@ class PurchaseEventIn(BaseModel):
     customer_id: Identifier = Field(description="Loyalty card or customer id")
     store_id: Identifier
     occurred_at: Timestamp = Field(description="When it happened (RFC 3339, with offset)")
-    amount: PositiveAmount = Field(description="Total, > 0, as a decimal string or number")
-    currency: ISO4217 = Field(description="ISO 4217 code")
+    # (before amount: validating an amount needs the kind)
     kind: EventKind = EventKind.PURCHASE
+    amount: Amount = Field(
+        description="Total as a decimal string or number: >= 0 for a purchase, > 0 for a refund"
+    )
+    currency: ISO4217 = Field(
+        description=f"ISO 4217 code: the service's one currency (RADAR_CURRENCY, default "
+        f"{DEFAULT_LIMITS.currency})"
+    )
     refunds_event_id: Identifier | None = Field(
         default=None, description="For a refund: the event_id of the purchase it reverses"
     )
@@ -153,12 +162,28 @@ class PurchaseEventIn(BaseModel):
             raise PydanticCustomError("timestamp_too_old", "must not be before 1970-01-01")
         return value
 
+    @field_validator("amount")
+    @classmethod
+    def _refunds_refund_something(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        if value == 0 and info.data.get("kind") is EventKind.REFUND:
+            raise PydanticCustomError("greater_than", "a refund must be greater than 0")
+        return value
+
     @field_validator("currency")
     @classmethod
-    def _real_currency(cls, value: str) -> str:
+    def _real_currency(cls, value: str, info: ValidationInfo) -> str:
         if value in NON_MONEY_CURRENCIES:
             raise PydanticCustomError(
                 "currency_not_money", "{code} is not a currency of payment", {"code": value}
+            )
+        expected = _limits(info).currency
+        if value != expected:
+            # Amounts are summed per customer and across stores: EUR and JPY cannot be.
+            raise PydanticCustomError(
+                "currency_not_accepted",
+                "this service keeps amounts in {expected} (RADAR_CURRENCY), not {code}; "
+                "convert the amount before sending it",
+                {"expected": expected, "code": value},
             )
         return value
 

@@ -266,8 +266,11 @@ def apply_plan(
 ) -> None:
     """The database half of storing: insert what is new, decide every status, and bring the
     customers' patterns (and, with an evaluator, their alerts) up to date."""
+    _check_refunds(connection, plan)
     inserted, stored = repository.insert_new_events(connection, plan.rows)
     for event_id, first in plan.firsts.items():
+        if first.errors:
+            continue  # refused by the refund rules, and not inserted
         if event_id in inserted:
             first.status = ItemStatus.ACCEPTED
         elif stored.get(event_id) == plan.rows[event_id].content_hash:
@@ -280,8 +283,10 @@ def apply_plan(
             )
     for repeat in plan.repeats:
         first = plan.firsts[repeat.event_id or ""]
-        if first.errors:  # the first copy conflicts with the stored event, so does this one
-            repeat.reject("event_id", "event_id_conflict", first.errors[0]["message"])
+        if first.errors:  # what refused the first copy refuses this one
+            error = first.errors[0]
+            field_name = error["pointer"][len(first.pointer) :].lstrip("/")
+            repeat.reject(field_name, error["code"], error["message"])
         else:
             repeat.status = ItemStatus.DUPLICATE
     for candidate in plan.candidates:
@@ -293,6 +298,69 @@ def apply_plan(
         evaluator,
         now,
     )
+
+
+def _check_refunds(connection: Connection, plan: StorePlan) -> None:
+    """Refuse, per event, a refund of what this service does not hold as the same
+    customer's purchase, or of more than is left of it. Refunds without `refunds_event_id`
+    are taken as sent. The purchase must come first (in an earlier request, or anywhere in
+    the same one): a refund refused because it came first is accepted when sent again."""
+    refunds = sorted(
+        (c for c in plan.firsts.values() if c.event and c.event.refunds_event_id),
+        key=lambda c: c.event_id or "",
+    )
+    if not refunds:
+        return
+    targets = [str(c.event.refunds_event_id) for c in refunds if c.event]
+    stored, refunded = repository.refund_facts(
+        connection, [c.event_id or "" for c in refunds], targets
+    )
+    for candidate in refunds:
+        if candidate.event_id in stored:
+            continue  # a repeat of a stored refund: a duplicate (or a conflict), not a new one
+        row = plan.rows[candidate.event_id or ""]
+        target_id = str(row.refunds_event_id)
+        target = stored.get(target_id) or _planned(plan, target_id)
+        error = _refund_error(row, target_id, target, refunded.get(target_id, 0))
+        if error is not None:
+            candidate.reject(*error)
+            del plan.rows[candidate.event_id or ""]
+        else:
+            refunded[target_id] = refunded.get(target_id, 0) + row.amount
+
+
+def _planned(plan: StorePlan, event_id: str) -> repository.StoredFacts | None:
+    row = plan.rows.get(event_id)
+    if row is None or plan.firsts[event_id].errors:
+        return None
+    return repository.StoredFacts(row.customer_id, row.kind, row.amount)
+
+
+def _refund_error(
+    row: EventRow, target_id: str, target: repository.StoredFacts | None, refunded: int
+) -> tuple[str, str, str] | None:
+    if target is None:
+        return (
+            "refunds_event_id",
+            "refund_of_unknown_event",
+            f"no event {target_id!r} is stored: send the purchase before its refund",
+        )
+    if target.kind != "purchase":
+        return ("refunds_event_id", "refund_of_refund", f"{target_id!r} is itself a refund")
+    if target.customer_id != row.customer_id:
+        return (
+            "refunds_event_id",
+            "refund_customer_mismatch",
+            f"{target_id!r} is another customer's purchase",
+        )
+    left = target.amount - refunded
+    if row.amount > left:
+        return (
+            "amount",
+            "refund_exceeds_purchase",
+            f"only {_decimal_text(Decimal(left) / Money.SCALE)} of {target_id!r} is left to refund",
+        )
+    return None
 
 
 def _stored(row: EventRow, candidate: Candidate) -> StoredEvent:

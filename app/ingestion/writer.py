@@ -287,4 +287,13 @@ def _reset(candidates: Sequence[Candidate]) -> None:
         candidate.errors = [e for e in candidate.errors if e["code"] not in _STORE_CODES]
 
 
-_STORE_CODES = frozenset({"event_id_conflict", "future_timestamp"})
+_STORE_CODES = frozenset(
+    {
+        "event_id_conflict",
+        "future_timestamp",
+        "refund_of_unknown_event",
+        "refund_of_refund",
+        "refund_customer_mismatch",
+        "refund_exceeds_purchase",
+    }
+)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from limits import parse_many
 from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_extra_types.currency_code import ISO4217
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./var/radar.db"
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     max_event_items: int = Field(default=500, ge=1, le=10_000)
     max_attributes_bytes: int = Field(default=4096, ge=64, le=1024 * 1024)
     max_attributes_depth: int = Field(default=4, ge=1, le=64)
+    # The one currency of the amounts this service keeps (it sums them per customer and
+    # store); events in another are refused per event.
+    currency: ISO4217 = ISO4217("EUR")
     # Per-key request rate limits, in `limits` notation ("100/second", "100/second;3000/minute"),
     # or "off". Ingest counts the purchase endpoints; read counts every other route that needs
     # a key. Each process counts alone: with N replicas a key may make N times as many.
