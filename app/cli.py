@@ -70,6 +70,8 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the HTTP service (applies pending migrations first unless RADAR_MIGRATE_ON_START=0)."""
     import uvicorn
 
+    from app.kit.server import DeadlineProtocol
+
     settings = get_settings()
     if settings.is_sqlite and workers > 1:
         raise click.UsageError("SQLite is single-node: use PostgreSQL to run several workers")
@@ -85,6 +87,7 @@ def serve(host: str, port: int, workers: int) -> None:
         # (httpx 5 s, AWS ALB 60 s): at uvicorn's 5 s, a request sent on a connection as the
         # server closed it was reset (seen in bench/soak.py under load).
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        http=DeadlineProtocol,  # httptools, with header and body deadlines
         log_config=None,
     )
 

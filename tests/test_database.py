@@ -45,3 +45,31 @@ async def test_sqlite_file_directory_is_created(tmp_path: Path) -> None:
     finally:
         await engine.dispose()
     assert (tmp_path / "nested" / "dir" / "r.db").exists()
+
+
+@pytest.mark.anyio
+async def test_a_runaway_statement_is_cancelled_as_the_database_being_busy(
+    settings: Settings,
+) -> None:
+    """RADAR_DB_STATEMENT_TIMEOUT: PostgreSQL cancels it, and the service answers it like an
+    unavailable database (503 with Retry-After), not like a bug. SQLite has no such limit."""
+    if settings.is_sqlite:
+        pytest.skip("SQLite has no statement timeout")
+    from datetime import timedelta
+
+    from sqlalchemy.exc import OperationalError
+
+    from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
+
+    engine = create_engine(
+        settings.model_copy(update={"db_statement_timeout": timedelta(milliseconds=200)})
+    )
+    try:
+        async with engine.connect() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+            with pytest.raises(OperationalError) as caught:
+                await connection.execute(text("SELECT pg_sleep(5)"))
+        assert isinstance(caught.value, DATABASE_UNAVAILABLE_ERRORS)
+        assert "statement timeout" in str(caught.value.orig)
+    finally:
+        await engine.dispose()

@@ -144,7 +144,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # The ingest statements take whole batches as array parameters. A generic plan
             # (which PostgreSQL switches to after five runs of a prepared statement) cannot
             # see the array sizes and was measured choosing sequential scans of customers.
-            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            # statement_timeout: a statement running away (a plan gone wrong, a lock never
+            # released) is cancelled and answered 503 instead of holding its connection.
+            "server_settings": {
+                "plan_cache_mode": "force_custom_plan",
+                "statement_timeout": str(int(settings.db_statement_timeout.total_seconds() * 1000)),
+            },
             # SQLAlchemy's asyncpg adapter connects through this (its `async_creator` hook),
             # with the URL's parameters and these, as it would through asyncpg.connect.
             "async_creator_fn": _connect_asyncpg,
@@ -171,7 +176,8 @@ async def _connect_asyncpg(*args: Any, **kwargs: Any) -> Any:
 # SQLSTATEs of a server that cannot serve right now: connection exceptions (class 08),
 # shutting down or starting up (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
 # cannot_connect_now), and no connection slot left (53300 too_many_connections).
-_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# 57014: a statement cancelled by statement_timeout, answered 503 like a database too busy.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "57014"})
 _GONE_SQLSTATES = frozenset({"57P01", "57P02"})  # the connection is dead: discard the pool
 
 

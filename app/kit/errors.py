@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -283,7 +284,20 @@ def install_error_handlers(app: FastAPI) -> None:
             request=request,
         )
 
+    async def client_disconnected(request: Request, exc: Exception) -> Response:
+        # The client hung up (or was cut off by the body deadline) before its body arrived:
+        # nothing happened, nobody will read an answer; not an error of ours.
+        logger.info("client went away before its request body arrived")
+        return problem_response(
+            status=408,
+            code="request_timeout",
+            title="Request timeout",
+            detail="The request body did not arrive.",
+            request=request,
+        )
+
     app.add_exception_handler(RadarError, radar_error)
+    app.add_exception_handler(ClientDisconnect, client_disconnected)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for unavailable in DATABASE_UNAVAILABLE_ERRORS:

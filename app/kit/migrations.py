@@ -32,6 +32,9 @@ def head_revision() -> str | None:
 
 def _upgrade(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
+        # A migration may rebuild an index of every event: RADAR_DB_STATEMENT_TIMEOUT is for
+        # the service's own statements, not for this one transaction.
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
     command.upgrade(alembic_config(connection), "head")
 

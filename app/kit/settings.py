@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Concurrent ingest transactions per process on PostgreSQL (SQLite always uses one).
     writer_concurrency: int = Field(default=2, ge=1, le=32)
     db_connect_timeout: Duration = timedelta(seconds=5)
+    # PostgreSQL cancels any statement of the service that runs longer (0: never). The
+    # longest legitimate ones are a refit's read of every customer and a sweep batch, well
+    # under a second per 10,000 customers here; migrations are exempt.
+    db_statement_timeout: Duration = timedelta(seconds=60)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_batch_events: int = Field(default=1000, ge=1)
@@ -75,6 +79,11 @@ class Settings(BaseSettings):
     rate_limit_ingest: str = "100/second"
     rate_limit_read: str = "20/second"
     idempotency_key_ttl: Duration = timedelta(hours=24)
+    # A request's headers must arrive within this of its first byte (or of the connection),
+    # and its body within RADAR_BODY_TIMEOUT of the headers: slow clients cannot hold
+    # connections for ever. The body's allows a 1 MiB batch at ~20 KB/s.
+    header_timeout: Duration = Field(default=timedelta(seconds=20), gt=timedelta(0))
+    body_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: Duration = timedelta(hours=6)
     # How often the sweeper re-evaluates customers whose next check has come (a customer who
