@@ -81,7 +81,8 @@ class Till:
         event_id = f"till-{self.number}:{self.sequence:06d}"
         rng = self.random
         if self.purchases and rng.random() < 0.15:
-            bought = rng.choice(self.purchases)
+            # Each purchase refunded once, by half: a refund may not exceed what is left.
+            bought = self.purchases.pop(rng.randrange(len(self.purchases)))
             event = {
                 **bought,
                 "event_id": event_id,
