@@ -48,6 +48,8 @@ PROTECTED = [
         "manage",
         {"json": {"since": "2026-01-01T00:00:00Z"}},
     ),
+    ("GET", "/v1/set-aside", "manage", {}),
+    ("POST", "/v1/set-aside/999999/retry", "manage", {}),
 ]
 PROTECTED_IDS = [f"{method} {path}" for method, path, _, _ in PROTECTED]
 
