@@ -67,7 +67,8 @@ def test_every_route_is_listed_here() -> None:
             .replace("{customer_id}", "card-1")
             .replace("{alert_id}", "999999")
             .replace("{endpoint_id}", "999999")
-            .replace("{delivery_id}", "999999"),
+            .replace("{delivery_id}", "999999")
+            .replace("{item_id}", "999999"),
         )
         for path, operations in paths.items()
         for method in operations
