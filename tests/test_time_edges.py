@@ -5,11 +5,13 @@ driver errors: 500s)."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -90,6 +92,45 @@ def assert_refused_naming(response: httpx.Response, status: int, *pointers: str)
 @pytest.fixture
 async def alerts(client: httpx.AsyncClient, keys: Keys, clock: Clock) -> dict[str, Any]:
     return await lapse(client, keys, clock)
+
+
+@FAST
+@given(name=st.sampled_from(["opened_after", "opened_before"]), text=instants)
+@example(name="opened_after", text="0001-01-01T00:00:00+01:00")
+@example(name="opened_before", text="9999-12-31T23:59:59-01:00")
+@example(name="opened_after", text="2026-05-01T09:00:00")
+@example(name="opened_after", text="2026-05-01")
+async def test_alert_filters_take_an_aware_time_in_range_and_refuse_others_by_name(
+    client: httpx.AsyncClient, keys: Keys, alerts: dict[str, Any], name: str, text: str
+) -> None:
+    response = await client.get("/v1/alerts", params={name: text}, headers=keys.read)
+    taken = taken_instant(text)
+    if taken is None:
+        assert_refused_naming(response, 422, f"/query/{name}")
+        return
+    assert response.status_code == 200, response.text
+    opened = datetime.fromisoformat(alerts["big"]["opened_at"])
+    listed = len(response.json()["items"])
+    assert listed == (3 if (opened >= taken) == (name == "opened_after") else 0)
+
+
+@FAST
+@given(sort=st.sampled_from(["opened_at", "-opened_at"]), text=instants)
+@example(sort="opened_at", text="0001-01-01T00:00:00+01:00")
+@example(sort="-opened_at", text="9999-12-31T23:59:59-23:59")
+@example(sort="opened_at", text="2026-05-01T09:00:00")
+async def test_a_forged_cursor_with_any_time_is_followed_or_refused_as_a_bad_cursor(
+    client: httpx.AsyncClient, keys: Keys, alerts: dict[str, Any], sort: str, text: str
+) -> None:
+    forged = orjson.dumps({"s": sort, "v": text, "i": 1})
+    cursor = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+    response = await client.get(
+        "/v1/alerts", params={"sort": sort, "cursor": cursor}, headers=keys.read
+    )
+    if taken_instant(text) is None:
+        assert_refused_naming(response, 400, "/query/cursor")
+    else:
+        assert response.status_code == 200, response.text
 
 
 @FAST

@@ -85,7 +85,6 @@ def _bounded_time(value: datetime) -> datetime:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_8601), AfterValidator(_bounded_date)]
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
 # A date-time must say its offset: a naive one, or a bare date, is refused (timezone_aware)
 # rather than guessed to be UTC or the server's time.
 IsoAwareDatetime = Annotated[
