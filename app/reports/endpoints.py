@@ -166,7 +166,9 @@ def _answer(
         return report()
     buffer = io.StringIO()
     names = [field.name for field in dataclasses.fields(row_type)]
-    writer = csv.writer(buffer, lineterminator="\n")
+    # Lines end with CRLF (RFC 4180): the writer then also quotes a cell holding a bare CR,
+    # which a spreadsheet would otherwise take for the start of a new row.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(names)
     for row in rows:
         writer.writerow([_cell(value) for value in dataclasses.astuple(row)])
