@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
-from tests.conftest import Clock, Keys
+from app.kit.auth import Scope
+from app.kit.settings import Settings
+from app.main import create_app
+from tests.conftest import Clock, Keys, _truncate, make_key
 from tests.test_alerts import post, visits, weekly
 
 pytestmark = pytest.mark.anyio
@@ -212,3 +218,97 @@ async def test_bad_report_parameters_are_refused_naming_them(
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert pointer in {error["pointer"] for error in response.json()["errors"]}
+
+
+# Text a spreadsheet would run as a formula: ids a till may send, reasons an operator may set.
+FORMULA_IDS = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)"]
+FORMULA_REASONS = ["\tprice", "\r=SUM(A1)", "-2", "@SUM(A1)"]
+
+
+async def csv_report(
+    client: httpx.AsyncClient, key: dict[str, str], path: str, **params: str
+) -> list[dict[str, str]]:
+    headers = {**key, "Accept": "text/csv"}
+    response = await client.get(f"/v1/reports/{path}", params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.DictReader(io.StringIO(response.text, newline="")))
+
+
+def a_number(cell: str) -> bool:
+    try:
+        Decimal(cell)
+    except InvalidOperation:
+        return False
+    return True
+
+
+async def lapse_at_formula_stores(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> list[dict[str, Any]]:
+    """One weekly customer per id (card-0...), served at the store and by the staff member of
+    that name: their alerts open on 2026-05-01."""
+    clock.set("2026-05-01T09:00:00+00:00")
+    for n, name in enumerate(FORMULA_IDS):
+        events = visits(f"card-{n}", weekly(date(2026, 1, 5), 12), amount="30")
+        for item in events:
+            item["store_id"], item["staff_id"] = name, name
+        await post(client, keys, events)
+    opened = (await client.get("/v1/alerts", headers=keys.read)).json()["items"]
+    assert len(opened) == len(FORMULA_IDS)
+    return sorted(opened, key=lambda alert: str(alert["customer_id"]))
+
+
+async def test_csv_text_that_could_run_as_a_formula_is_quoted_and_numbers_stay_numbers(
+    settings: Settings, clock: Clock
+) -> None:
+    app = create_app(settings.model_copy(update={"alert_reasons": FORMULA_REASONS}), clock=clock)
+    async with LifespanManager(app):
+        await _truncate(app)
+        key = {"Authorization": f"Bearer {await make_key(app, 'ops', Scope.INGEST, Scope.READ)}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
+            # Two lost in May (FORMULA_REASONS 2, 3), two won back in June: June's net is -2.
+            opened = await lapse_at_formula_stores(client, Keys(key, key, key, {}), clock)
+            for n, alert in enumerate(opened):
+                clock.set("2026-05-02T09:00:00+00:00" if n >= 2 else "2026-06-02T09:00:00+00:00")
+                body = {"outcome": "lost" if n >= 2 else "won_back", "reason": FORMULA_REASONS[n]}
+                url = f"/v1/alerts/{alert['id']}/resolve"
+                resolved = await client.post(url, json=body, headers=key)
+                assert resolved.status_code == 200, resolved.text
+            span = {"from": "2026-05-01", "to": "2026-07-01"}
+            rate = await csv_report(client, key, "defection-rate", **span)
+            by_store = await csv_report(client, key, "defection-rate", **span, by="store")
+            by_staff = await csv_report(client, key, "defection-rate", **span, by="staff")
+            reasons = await csv_report(client, key, "reasons", **span)
+            times = await csv_report(client, key, "response-times", **span)
+            json_reasons = (
+                await client.get("/v1/reports/reasons", params=span, headers=key)
+            ).json()["rows"]
+
+    escaped = {f"'{name}" for name in FORMULA_IDS}
+    assert {row["store_id"] for row in by_store} == escaped
+    assert {row["staff_id"] for row in by_staff} == escaped
+    assert {row["store_id"] for row in times} == escaped
+    assert {(row["reason"], row["store_id"]) for row in reasons} == {
+        (f"'{reason}", f"'{FORMULA_IDS[n]}") for n, reason in enumerate(FORMULA_REASONS)
+    }
+    assert {row["reason"] for row in json_reasons} == set(FORMULA_REASONS)  # JSON: as it is
+    # A number the service computed is written as the number, negative or not.
+    assert [(row["period_start"], row["net"]) for row in rate] == [
+        ("2026-05-01", "4"),
+        ("2026-06-01", "-2"),
+    ]
+    for report in (rate, by_store, by_staff, reasons, times):
+        for row in report:
+            for cell in row.values():
+                assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")) or a_number(cell)
+
+
+async def test_open_alerts_at_formula_stores_are_quoted_in_the_value_at_risk_csv(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    await lapse_at_formula_stores(client, keys, clock)
+    rows = await csv_report(client, keys.read, "value-at-risk")
+    assert sorted(row["store_id"] for row in rows) == sorted(f"'{n}" for n in FORMULA_IDS)
+    assert all(a_number(row["value_at_risk"]) and a_number(row["alerts"]) for row in rows)

@@ -7,15 +7,25 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.test_server import RADAR, _free_port, _wait_until_healthy
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# Reasons an operator might configure that are markup or script: they must show as text.
+HOSTILE_REASONS = [
+    "</script><script>alert(1)</script>",
+    '"; alert(1); "',
+    '<img src=x onerror="window.pwned=1">',
+    "<!--",
+]
 
 
 @pytest.fixture
@@ -39,16 +49,15 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
-def test_the_dashboard_lists_alerts_and_works_them_with_clicks(
-    tmp_path: Path, browser: object
-) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import Select, WebDriverWait
-
-    assert isinstance(browser, WebDriver)
-    env = {**os.environ, "RADAR_DATABASE_URL": f"sqlite:///{tmp_path / 'radar.db'}"}
+@contextmanager
+def serving(directory: Path, **settings: str) -> Iterator[tuple[str, str]]:
+    """`radar serve` on a fresh SQLite file (RADAR_* settings as keywords): its URL and a
+    key with the ingest and read scopes, named maria."""
+    env = {
+        **os.environ,
+        "RADAR_DATABASE_URL": f"sqlite:///{directory / 'radar.db'}",
+        **{f"RADAR_{name.upper()}": value for name, value in settings.items()},
+    }
     key = (
         subprocess.run(
             [RADAR, "keys", "create", "--name", "maria", "--scope", "ingest", "--scope", "read"],
@@ -67,27 +76,47 @@ def test_the_dashboard_lists_alerts_and_works_them_with_clicks(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    headers = {"Authorization": f"Bearer {key}"}
     try:
         _wait_until_healthy(url, server)
-        # Two customers who came every week for twelve weeks, then stopped months ago.
-        first = date.today() - timedelta(weeks=30)
-        events = [
-            {
-                "event_id": f"{customer}-{n}",
-                "customer_id": customer,
-                "store_id": "north",
-                "occurred_at": f"{first + timedelta(weeks=n)}T12:00:00Z",
-                "amount": amount,
-                "currency": "EUR",
-            }
-            for customer, amount in (("card-big", "90"), ("card-small", "9"))
-            for n in range(12)
-        ]
-        stored = httpx.post(
-            f"{url}/v1/purchases/batch", json={"events": events}, headers=headers, timeout=10
-        )
-        assert stored.json()["accepted"] == 24
+        yield url, key
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def lapse(url: str, headers: dict[str, str], amounts: dict[str, str]) -> None:
+    """Customers who came every week for twelve weeks, then stopped months ago."""
+    first = date.today() - timedelta(weeks=30)
+    events = [
+        {
+            "event_id": f"{customer}-{n}",
+            "customer_id": customer,
+            "store_id": "north",
+            "occurred_at": f"{first + timedelta(weeks=n)}T12:00:00Z",
+            "amount": amount,
+            "currency": "EUR",
+        }
+        for customer, amount in amounts.items()
+        for n in range(12)
+    ]
+    stored = httpx.post(
+        f"{url}/v1/purchases/batch", json={"events": events}, headers=headers, timeout=10
+    )
+    assert stored.json()["accepted"] == len(events)
+
+
+def test_the_dashboard_lists_alerts_and_works_them_with_clicks(
+    tmp_path: Path, browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+    with serving(tmp_path) as (url, key):
+        headers = {"Authorization": f"Bearer {key}"}
+        lapse(url, headers, {"card-big": "90", "card-small": "9"})
         alerts = httpx.get(f"{url}/v1/alerts", headers=headers, timeout=10).json()["items"]
         assert [a["customer_id"] for a in alerts] == ["card-big", "card-small"]
 
@@ -127,28 +156,127 @@ def test_the_dashboard_lists_alerts_and_works_them_with_clicks(
         # The reasons chart shows the reason just recorded.
         wait.until(ready.text_to_be_present_in_element((By.ID, "reasons"), "wait time"))
         assert browser.find_element(By.ID, "error").text == ""
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
 
 
-@pytest.mark.anyio
-async def test_the_page_offers_the_configured_reasons_and_locks_itself_down(
-    settings: object,
+def test_reasons_that_are_markup_show_as_text_and_never_run(
+    tmp_path: Path, browser: object
 ) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    assert isinstance(browser, WebDriver)
+
+    def nothing_ran() -> None:
+        with pytest.raises(TimeoutException):  # no alert() dialog opens
+            WebDriverWait(browser, 0.5).until(ready.alert_is_present())
+        assert browser.execute_script("return window.pwned") is None
+
+    with serving(tmp_path, alert_reasons=orjson.dumps(HOSTILE_REASONS).decode()) as (url, key):
+        lapse(url, {"Authorization": f"Bearer {key}"}, {"card-1": "50"})
+        browser.get(f"{url}/ui/")
+        wait = WebDriverWait(browser, 15)
+        browser.find_element(By.ID, "key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#connect button").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#alerts tbody tr")) == 1)
+        nothing_ran()
+        outcome, reason = browser.find_elements(By.CSS_SELECTOR, "#alerts tbody tr select")
+        assert [option.text for option in Select(reason).options] == HOSTILE_REASONS
+
+        # Recorded as the reason, it comes back from the API into the chart: as text too.
+        Select(outcome).select_by_value("lost")
+        Select(reason).select_by_value(HOSTILE_REASONS[0])
+        browser.find_element(By.CSS_SELECTOR, "button.resolve").click()
+        wait.until(ready.text_to_be_present_in_element((By.ID, "reasons"), HOSTILE_REASONS[0]))
+        nothing_ran()
+        assert browser.find_element(By.ID, "error").text == ""
+        assert browser.title == "Defection Radar"
+
+
+class Scripts(HTMLParser):
+    """The page's <script> elements as the browser's parser sees them: attributes and text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[dict[str, str | None], str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script":
+            self.found.append((dict(attrs), ""))
+
+    def handle_data(self, data: str) -> None:
+        if self.found and self.lasttag == "script":
+            attributes, text = self.found[-1]
+            self.found[-1] = (attributes, text + data)
+
+
+def scripts(page: str) -> list[tuple[dict[str, str | None], str]]:
+    parser = Scripts()
+    parser.feed(page)
+    parser.close()
+    return parser.found
+
+
+def policy(header: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy as {directive: sources}."""
+    directives = (part.split() for part in header.split(";") if part.strip())
+    return {name: sources for name, *sources in directives}
+
+
+async def fetch_dashboard(settings: object, reasons: list[str]) -> dict[str, httpx.Response]:
     from asgi_lifespan import LifespanManager
 
     from app.kit.settings import Settings
     from app.main import create_app
 
     assert isinstance(settings, Settings)
-    app = create_app(settings.model_copy(update={"alert_reasons": ["parking", "price"]}))
+    app = create_app(settings.model_copy(update={"alert_reasons": reasons}))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
-            root = await client.get("/")
-            assert (root.status_code, root.headers["location"]) == (307, "/ui/")
-            page = await client.get("/ui/")
+            return {path: await client.get(path) for path in ("/", "/ui/", "/ui/app.js")}
+
+
+@pytest.mark.anyio
+async def test_the_page_offers_the_configured_reasons_and_locks_itself_down(
+    settings: object,
+) -> None:
+    answers = await fetch_dashboard(settings, ["parking", "price"])
+    root, page = answers["/"], answers["/ui/"]
+    assert (root.status_code, root.headers["location"]) == (307, "/ui/")
     assert page.status_code == 200
-    assert 'const REASONS = ["parking","price"];' in page.text
-    assert "default-src 'self'" in page.headers["content-security-policy"]
+    config = [text for attributes, text in scripts(page.text) if attributes.get("id")]
+    assert [orjson.loads(text) for text in config] == [{"reasons": ["parking", "price"]}]
+    csp = policy(page.headers["content-security-policy"])
+    assert csp["default-src"] == ["'self'"]
+    assert csp["script-src"] == ["'self'"]  # no 'unsafe-inline': the page runs no inline script
+    assert (csp["object-src"], csp["base-uri"], csp["frame-ancestors"]) == (
+        ["'none'"],
+        ["'none'"],
+        ["'none'"],
+    )
+    assert all("'unsafe-inline'" not in sources for sources in csp.values())
+    script = answers["/ui/app.js"]
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert script.headers["x-content-type-options"] == "nosniff"
+    assert 'getElementById("radar-config")' in script.text
+
+
+@pytest.mark.anyio
+async def test_reasons_reach_the_page_as_data_that_cannot_break_out_of_its_block(
+    settings: object,
+) -> None:
+    page = (await fetch_dashboard(settings, HOSTILE_REASONS))["/ui/"].text
+    # What the browser's parser finds: the page's own script, by address, and one JSON data
+    # block that reads back as the reasons; no element or script made of a reason.
+    found = scripts(page)
+    assert [attributes for attributes, _ in found] == [
+        {"src": "/ui/app.js", "defer": None},
+        {"type": "application/json", "id": "radar-config"},
+    ]
+    assert orjson.loads(found[1][1]) == {"reasons": HOSTILE_REASONS}
+    assert "<script>alert(1)" not in page
+    assert "<img" not in page

@@ -30,7 +30,7 @@ from app.customers.repository import get_state
 from app.kit.auth import BearerCredentials, Principal, ReadKey, Scope, require_scope
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import Gone, NotFound, problem_responses
-from app.kit.params import MAX_ROW_ID, Identifier, IsoDatetime, RowId
+from app.kit.params import MAX_ROW_ID, Identifier, IsoAwareDatetime, RowId
 from app.kit.settings import Settings
 from app.policy.schemas import Rule, Severity
 
@@ -70,8 +70,8 @@ async def list_alerts(
         str | None,
         Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
     ] = None,
-    opened_after: Annotated[IsoDatetime | None, Query()] = None,
-    opened_before: Annotated[IsoDatetime | None, Query()] = None,
+    opened_after: Annotated[IsoAwareDatetime | None, Query()] = None,
+    opened_before: Annotated[IsoAwareDatetime | None, Query()] = None,
     sort: Sort = "-value_at_risk",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,

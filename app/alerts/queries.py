@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, t
 
 from app.alerts.repository import COLUMNS, AlertRow, to_alert
 from app.kit.errors import BadRequest, FieldError
-from app.kit.params import MAX_ROW_ID
+from app.kit.params import EARLIEST_TIME, LATEST_TIME, MAX_ROW_ID
 from app.models import Alert, AlertEvent, AlertFeedState
 
 _alerts = cast(Table, Alert.__table__)
@@ -98,7 +98,12 @@ def _decode(cursor: str, sort: str) -> tuple[Any, int]:
             if not value.is_finite() or abs(value) >= _MAX_MONEY:
                 raise ValueError(value)
             return value, last_id
-        return datetime.fromisoformat(data["v"]), last_id
+        opened_at = datetime.fromisoformat(data["v"])
+        # An issued cursor holds a stored (UTC, in range) time; a forged one may not, and a
+        # naive or far-off time would fail in the UTC conversion before the query (a 500).
+        if not EARLIEST_TIME <= opened_at < LATEST_TIME:  # (TypeError when naive)
+            raise ValueError(opened_at)
+        return opened_at, last_id
     except (ValueError, KeyError, TypeError, InvalidOperation, binascii.Error) as exc:
         raise _bad_cursor("not a cursor this service issued") from exc
 

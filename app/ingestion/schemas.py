@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -25,7 +24,6 @@ from app.kit.params import Identifier, IsoAwareDatetime, NoNul
 if TYPE_CHECKING:
     from app.kit.settings import Settings
 
-EARLIEST_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 # ISO 4217 codes that are not money: "no currency" and the testing code.
 NON_MONEY_CURRENCIES = frozenset({"XXX", "XTS"})
 
@@ -63,7 +61,7 @@ def _limits(info: ValidationInfo) -> EventLimits:
 
 
 # An occurred_at as an RFC 3339 string only: POS clocks and time zones are the main source
-# of bad data, so a bare Unix time is refused.
+# of bad data, so a bare Unix time is refused, and so is anything before 1970.
 Timestamp = IsoAwareDatetime
 # Zero is a purchase too (a free coffee on the card is a visit); a refund must be > 0.
 Amount = Annotated[
@@ -154,13 +152,6 @@ class PurchaseEventIn(BaseModel):
         f"(RADAR_MAX_ATTRIBUTES_BYTES) and {DEFAULT_LIMITS.attributes_depth} levels deep "
         "(RADAR_MAX_ATTRIBUTES_DEPTH)",
     )
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _not_before_epoch(cls, value: datetime) -> datetime:
-        if value < EARLIEST_EVENT:
-            raise PydanticCustomError("timestamp_too_old", "must not be before 1970-01-01")
-        return value
 
     @field_validator("amount")
     @classmethod

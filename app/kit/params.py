@@ -1,21 +1,22 @@
 """Request parameters shared by routers: ids bounded to what the database can hold, and
-times written as ISO 8601.
+times written as ISO 8601 within the years the service can compute with.
 
 Ids are 64-bit integers in the database; a larger number in a path or query would fail in
-the driver (a 500), so it is refused as a 422 naming the parameter instead.
+the driver (a 500), so it is refused as a 422 naming the parameter instead. Dates and times
+likewise: year 1 with an offset, or 9999 plus a report period, overflows Python's dates.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated, Any
 
 from fastapi import Path, Query, Request
 from fastapi import params as fastapi_params
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from app.kit.errors import FieldError, ValidationFailed, json_pointer
@@ -55,9 +56,40 @@ def _iso_8601(value: Any) -> Any:
     )
 
 
-IsoDate = Annotated[date, BeforeValidator(_iso_8601)]
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_8601)]
-IsoAwareDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
+# Every date and time the API takes lies in [1970-01-01, 9000-01-01). Nothing the service
+# keeps is older (events before 1970 are refused), and the ceiling leaves centuries of room
+# for what is computed from a value (a report's periods, a score's horizon, the UTC instant
+# of an offset) before Python's dates end with 9999: outside it a value is a 422 naming it,
+# never an overflow deep inside (a 500).
+EARLIEST_DATE = date(1970, 1, 1)
+LATEST_DATE = date(9000, 1, 1)  # the first day refused
+EARLIEST_TIME = datetime.combine(EARLIEST_DATE, time(), UTC)
+LATEST_TIME = datetime.combine(LATEST_DATE, time(), UTC)
+
+
+def _bounded_date(value: date) -> date:
+    if value < EARLIEST_DATE:
+        raise PydanticCustomError("timestamp_too_old", "must not be before 1970-01-01")
+    if value >= LATEST_DATE:
+        raise PydanticCustomError("timestamp_too_late", "must be before 9000-01-01")
+    return value
+
+
+def _bounded_time(value: datetime) -> datetime:
+    # (Comparing aware instants cannot overflow; converting year 1 at +01:00 to UTC does.)
+    if value < EARLIEST_TIME:
+        raise PydanticCustomError("timestamp_too_old", "must not be before 1970-01-01T00:00Z")
+    if value >= LATEST_TIME:
+        raise PydanticCustomError("timestamp_too_late", "must be before 9000-01-01T00:00Z")
+    return value
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_8601), AfterValidator(_bounded_date)]
+# A date-time must say its offset: a naive one, or a bare date, is refused (timezone_aware)
+# rather than guessed to be UTC or the server's time.
+IsoAwareDatetime = Annotated[
+    AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_bounded_time)
+]
 
 
 _QUERY_NAMES = "radar_query_names"  # the route's query parameter names, kept on the route

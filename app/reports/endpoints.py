@@ -166,8 +166,25 @@ def _answer(
         return report()
     buffer = io.StringIO()
     names = [field.name for field in dataclasses.fields(row_type)]
-    writer = csv.writer(buffer, lineterminator="\n")
+    # Lines end with CRLF (RFC 4180): the writer then also quotes a cell holding a bare CR,
+    # which a spreadsheet would otherwise take for the start of a new row.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(names)
     for row in rows:
-        writer.writerow(["" if value is None else value for value in dataclasses.astuple(row)])
+        writer.writerow([_cell(value) for value in dataclasses.astuple(row)])
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """Text in a report came from clients (store and staff ids) or configuration (reasons):
+    when it could start a formula, a leading ' makes the spreadsheet show it as text. The
+    numbers the service computes are not text and stay numbers (a net of -1 is -1)."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
