@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from ipaddress import ip_network
 from typing import Any
 
 import httpx
@@ -242,6 +243,25 @@ def guarded_service(
     return running(settings, clock, resolver, webhook_allowed_networks=[])
 
 
+# IPv6 addresses that reach a private IPv4 one through a translator or tunnel, or whose
+# destination cannot be told: each would be 10.0.0.7 (or 127.0.0.1) once it left this host.
+PRIVATE_IPV4_IN_IPV6 = [
+    "64:ff9b::a00:7",  # NAT64 (well-known prefix) of 10.0.0.7
+    "64:ff9b::127.0.0.1",
+    "64:ff9b:1::a00:7",  # local-use NAT64
+    "2002:a00:7::1",  # 6to4 of 10.0.0.7
+    "2002:7f00:1::1",
+    "::10.0.0.7",  # IPv4-compatible
+    "::127.0.0.1",
+    "::ffff:0:10.0.0.7",  # IPv4-translated (SIIT)
+    "::ffff:0:127.0.0.1",
+    "::ffff:10.0.0.7",  # IPv4-mapped
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "2001::a00:7",
+    "fec0::7",  # site-local
+]
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -256,6 +276,7 @@ def guarded_service(
         "http://100.64.0.1/hook",  # carrier-grade NAT
         "http://0.0.0.0/hook",
         "http://224.0.1.1/hook",  # multicast
+        *(f"http://[{address}]/hook" for address in PRIVATE_IPV4_IN_IPV6),
     ],
 )
 async def test_private_targets_are_refused_at_creation(
@@ -305,6 +326,63 @@ async def test_dns_rebinding_is_refused_at_connect_time(settings: Settings, cloc
         assert attempts[0]["status_code"] is None
         assert "10.0.0.7" in attempts[0]["error"]
         assert "refused" in attempts[0]["error"]
+
+
+@pytest.mark.parametrize("address", PRIVATE_IPV4_IN_IPV6)
+async def test_ipv6_forms_of_private_addresses_are_refused_at_connect_time(
+    settings: Settings, clock: Clock, address: str
+) -> None:
+    answers = iter([["93.184.216.34"]])  # public at creation; an IPv6 form of 10/8 later
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers, [address])
+
+    async with guarded_service(settings, clock, rebinding) as (app, client, keys):
+        endpoint = await add_endpoint(client, keys, "http://crm.example/hook")
+        await lapse(client, keys, clock)
+        await app.state.dispatcher.dispatch_due()
+        await asyncio.sleep(0.2)
+        await app.state.dispatcher.dispatch_due()  # writes the outcome
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert attempts, "an attempt was made and recorded"
+        assert attempts[0]["status_code"] is None
+        assert "refused" in attempts[0]["error"], attempts[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::5db8:d822",  # NAT64 of 93.184.216.34: what DNS64 answers for an IPv4 site
+        "2002:5db8:d822::1",  # 6to4 of the same
+        "::ffff:93.184.216.34",
+    ],
+)
+async def test_ipv6_forms_of_public_addresses_are_accepted(
+    settings: Settings, clock: Clock, address: str
+) -> None:
+    async with guarded_service(settings, clock) as (_, client, keys):
+        await add_endpoint(client, keys, f"http://[{address}]/hook")
+
+
+async def test_an_allowed_network_admits_its_addresses_in_ipv6_forms(
+    settings: Settings, clock: Clock
+) -> None:
+    """The operator allowed 10.0.0.0/8 (and a local NAT64 prefix): NAT64, 6to4 and the other
+    forms of 10/8 reach it too; other private addresses and refused ranges stay refused."""
+    allowed = [ip_network("10.0.0.0/8"), ip_network("64:ff9b:1::/48")]
+    async with running(settings, clock, webhook_allowed_networks=allowed) as (_, client, keys):
+        for address in ("64:ff9b::a00:7", "2002:a00:7::1", "::ffff:0:10.0.0.7", "64:ff9b:1::7"):
+            await add_endpoint(client, keys, f"http://[{address}]/hook")
+        for address in ("64:ff9b::7f00:1", "2002:c0a8::1", "2001::a00:7", "fec0::7"):
+            response = await client.post(
+                "/v1/webhooks/endpoints", json={"url": f"http://[{address}]/"}, headers=keys.manage
+            )
+            assert response.status_code == 422, (address, response.text)
+            assert response.json()["code"] == "forbidden_target"
 
 
 # -- delivery ------------------------------------------------------------------------------
