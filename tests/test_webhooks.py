@@ -149,6 +149,11 @@ async def test_an_endpoint_is_created_listed_changed_and_deleted(
         ({"url": "ftp://127.0.0.1/x"}, "/url", "invalid_url"),
         ({"url": "not a url"}, "/url", "invalid_url"),
         ({"url": "http://user:pw@127.0.0.1/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:0/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:65536/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:99999999999999999999/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:-1/x"}, "/url", "invalid_url"),
+        ({"url": "http://[::1]:0/x"}, "/url", "invalid_url"),
         (
             {"url": "http://127.0.0.1:9/x", "event_types": ["alert.exploded"]},
             "/event_types/0",
@@ -195,6 +200,8 @@ async def test_bad_changes_are_refused_naming_the_field(
         ({"enabled": None}, "/enabled"),
         ({"url": "gopher://127.0.0.1/"}, "/url"),
         ({"url": "http://10.0.0.1/x"}, "/url"),
+        ({"url": "http://127.0.0.1:0/x"}, "/url"),
+        ({"url": "http://127.0.0.1:65536/x"}, "/url"),
     ]:
         response = await client.patch(path, json=body, headers=keys.manage)
         assert response.status_code == 422, (body, response.text)

@@ -39,6 +39,9 @@ async def check_url(url: str, allowed: Sequence[Network], resolver: Resolver) ->
         raise _bad_url("invalid_url", "must not carry a user name or password")
     if parsed.fragment:
         raise _bad_url("invalid_url", "must not have a #fragment")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        # httpx takes any integer; the socket would fail at every delivery instead.
+        raise _bad_url("invalid_url", "the port must be between 1 and 65535")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         await check_host(parsed.host, port, allowed, resolver)
