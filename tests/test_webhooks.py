@@ -190,6 +190,48 @@ async def test_bad_endpoints_are_refused_naming_the_field(
     assert listed["items"] == []  # nothing half-written
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "pointer"),
+    [
+        ("description", "CRM\x00", "/description"),  # PostgreSQL's text cannot hold a NUL
+        ("filters", {"store_ids": ["north\x00"]}, "/filters/store_ids/0"),
+        ("filters", {"store_ids": ["north\n"]}, "/filters/store_ids/0"),  # no store id has one
+    ],
+)
+async def test_text_that_cannot_be_stored_or_matched_is_refused_on_create_and_change(
+    client: httpx.AsyncClient, keys: Keys, field: str, value: object, pointer: str
+) -> None:
+    url = "http://127.0.0.1:9/x"
+    created = await client.post(
+        "/v1/webhooks/endpoints", json={"url": url, field: value}, headers=keys.manage
+    )
+    assert created.status_code == 422, created.text
+    assert created.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in created.json()["errors"]] == [pointer]
+    endpoint = await add_endpoint(client, keys, url, description="CRM")
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    changed = await client.patch(path, json={field: value}, headers=keys.manage)
+    assert changed.status_code == 422, changed.text
+    assert [e["pointer"] for e in changed.json()["errors"]] == [pointer]
+    assert (await endpoint_now(client, keys, endpoint))["description"] == "CRM"
+
+
+async def test_an_endpoint_saved_before_store_ids_were_checked_can_still_be_read(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    endpoint = await add_endpoint(client, keys, "http://127.0.0.1:9/x")
+    await app.state.transactions.run(
+        lambda c: webhooks.update_endpoint(
+            c, endpoint["id"], {"filters": {"store_ids": ["north\n"], "min_value_at_risk": "5"}}
+        )
+    )
+    shown = await endpoint_now(client, keys, endpoint)
+    assert shown["filters"]["store_ids"] == ["north\n"]
+    assert shown["filters"]["min_value_at_risk"] == "5"
+    listed = (await client.get("/v1/webhooks/endpoints", headers=keys.manage)).json()
+    assert listed["items"][0]["filters"] == shown["filters"]
+
+
 async def test_bad_changes_are_refused_naming_the_field(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:
