@@ -625,6 +625,26 @@ async def test_a_receiver_failing_twice_gets_exactly_one_successful_delivery(
         assert health["failing_since"] is None
 
 
+async def test_a_receiver_answering_with_a_nul_is_recorded_and_delivery_goes_on(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """PostgreSQL cannot store a NUL in text: the answer is kept with U+FFFD in its place
+    (as for bytes that are not UTF-8), not left to fail every write of the outcomes."""
+    async with Receiver(always(Reply(200, body=b"ok\x00\xff"))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        async with asyncio.timeout(10):
+            await deliver(app)
+        assert len(receiver.requests) == 2
+        assert [d["status"] for d in await deliveries(client, keys, endpoint)] == ["succeeded"] * 2
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert [a["response_body"] for a in attempts] == ["ok\ufffd\ufffd"] * 2
+
+
 async def test_after_the_last_attempt_a_delivery_is_dead_until_retried_or_recovered(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:

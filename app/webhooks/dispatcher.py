@@ -439,7 +439,7 @@ class Dispatcher:
     @staticmethod
     def _failed(job: Job, attempted_at: datetime, started: float, error: str) -> Outcome:
         elapsed = (time.perf_counter() - started) * 1000
-        return Outcome(job, attempted_at, elapsed, error=error[:500])
+        return Outcome(job, attempted_at, elapsed, error=_storable(error[:500]))
 
 
 def _sooner(current: float | None, candidate: float) -> float:
@@ -453,7 +453,13 @@ async def _read_start(response: httpx.Response) -> str:
         kept += chunk
         if len(kept) >= RESPONSE_BODY_LIMIT:
             break
-    return kept[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace")
+    return _storable(kept[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace"))
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can hold: a NUL (which the receiver chose to send) becomes U+FFFD, as
+    bytes that are not UTF-8 do; one left in would fail every write of the outcomes."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _status_error(response: httpx.Response) -> str:
