@@ -232,6 +232,26 @@ async def test_an_endpoint_saved_before_store_ids_were_checked_can_still_be_read
     assert listed["items"][0]["filters"] == shown["filters"]
 
 
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"since": "0001-01-01T00:00:00+01:00"}, "/since"),  # 31 December of year 0 in UTC
+        ({"since": "9999-12-31T23:30:00-01:00"}, "/since"),  # year 10000 in UTC
+        ({"since": "2026-01-01T00:00:00Z", "until": "0001-01-01T00:30:00+01:00"}, "/until"),
+    ],
+)
+async def test_a_recovery_window_beyond_what_utc_can_hold_is_refused_naming_the_field(
+    client: httpx.AsyncClient, keys: Keys, body: dict[str, str], pointer: str
+) -> None:
+    endpoint = await add_endpoint(client, keys, "http://127.0.0.1:9/x")
+    response = await client.post(
+        f"/v1/webhooks/endpoints/{endpoint['id']}/recover", json=body, headers=keys.manage
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in response.json()["errors"]] == [pointer]
+
+
 async def test_bad_changes_are_refused_naming_the_field(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:

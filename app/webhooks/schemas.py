@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -198,9 +199,23 @@ class AttemptPage(BaseModel):
     next_cursor: int | None = Field(description="Pass as `before` for the next (older) page")
 
 
+def _in_utc(value: datetime) -> datetime:
+    """The time in UTC, as the database compares it; an offset that pushes it out of years
+    1 to 9999 there is refused here rather than failing in the query."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "timestamp_out_of_range", "must fall between 0001-01-01 and 9999-12-31 in UTC"
+        ) from None
+
+
+Instant = Annotated[IsoAwareDatetime, AfterValidator(_in_utc)]
+
+
 class RecoverIn(_Strict):
-    since: IsoAwareDatetime = Field(description="Failed deliveries created at or after this")
-    until: IsoAwareDatetime | None = Field(default=None, description="...and before this")
+    since: Instant = Field(description="Failed deliveries created at or after this")
+    until: Instant | None = Field(default=None, description="...and before this")
 
 
 class Requeued(BaseModel):
