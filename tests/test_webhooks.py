@@ -509,6 +509,29 @@ async def test_an_alert_reaches_the_receiver_signed_with_everything_a_crm_needs(
         assert attempt["duration_ms"] > 0
 
 
+# Customer ids are the client's: each of these is a valid one that means something in a URL.
+URL_LIKE_CUSTOMER_IDS = ["x/../../keys", "..", ".", "a?b=c", "a#b", "100%", "a b", "%2F"]
+
+
+async def test_links_lead_to_customers_whose_ids_look_like_url_syntax(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(client, keys, receiver.url, event_types=["alert.opened"])
+        await lapse(client, keys, clock, *URL_LIKE_CUSTOMER_IDS)
+        await deliver(app)
+        bodies = [orjson.loads(request.body)["data"] for request in receiver.requests]
+        links = {data["alert"]["customer_id"]: data["links"]["customer"] for data in bodies}
+        assert sorted(links) == sorted(URL_LIKE_CUSTOMER_IDS)
+        for customer_id, link in links.items():
+            resolved = client.base_url.join(link).raw_path  # as a receiver's client resolves it
+            assert resolved.startswith(b"/v1/customers/"), (customer_id, link)
+            assert resolved.count(b"/") == 3, (customer_id, link)  # one segment: the id
+            fetched = await client.get(link, headers=keys.read)
+            assert fetched.status_code == 200, (customer_id, link, fetched.text)
+            assert fetched.json()["customer_id"] == customer_id
+
+
 async def test_the_background_dispatcher_delivers_within_a_second_of_the_post(
     settings: Settings, clock: Clock
 ) -> None:
