@@ -753,6 +753,23 @@ async def test_retry_after_is_honoured_and_clamped(
         assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
 
 
+@pytest.mark.parametrize("retry_after", ["9" * 30, "9" * 400])  # beyond any date; a float inf
+async def test_a_retry_after_beyond_any_date_is_clamped_too(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, retry_after: str
+) -> None:
+    async with Receiver(always(Reply(429, {"Retry-After": retry_after}))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        before = utcnow()
+        async with asyncio.timeout(10):
+            await deliver(app)
+        assert len(receiver.requests) == 2
+        for delivery in await deliveries(client, keys, endpoint):
+            assert delivery["status"] == "pending"
+            wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
+            assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
+
+
 async def test_a_receiver_that_never_answers_is_timed_out_and_retried(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:

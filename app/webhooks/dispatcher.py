@@ -86,7 +86,9 @@ class RetryPolicy:
         if outcome.status_code == 410 or outcome.job.attempt > len(self.schedule):
             return None
         if outcome.retry_after is not None:
-            return now + min(timedelta(seconds=outcome.retry_after), self.retry_after_max)
+            # Clamped in seconds: the receiver's number may be beyond what a timedelta holds.
+            seconds = min(outcome.retry_after, self.retry_after_max.total_seconds())
+            return now + timedelta(seconds=seconds)
         wait: timedelta = self.schedule[outcome.job.attempt - 1] * self.jitter()
         return now + wait
 
