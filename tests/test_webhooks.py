@@ -154,6 +154,10 @@ async def test_an_endpoint_is_created_listed_changed_and_deleted(
         ({"url": "http://127.0.0.1:99999999999999999999/x"}, "/url", "invalid_url"),
         ({"url": "http://127.0.0.1:-1/x"}, "/url", "invalid_url"),
         ({"url": "http://[::1]:0/x"}, "/url", "invalid_url"),
+        # Names no resolver takes (a label over 63 characters, an empty one): refused before
+        # any query is sent.
+        ({"url": f"http://{'a' * 64}.example/x"}, "/url", "unresolvable_host"),
+        ({"url": "http://crm..example/x"}, "/url", "unresolvable_host"),
         (
             {"url": "http://127.0.0.1:9/x", "event_types": ["alert.exploded"]},
             "/event_types/0",

@@ -108,7 +108,7 @@ async def check_host(
     except ValueError:
         try:
             addresses = await resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # (a name IDNA refuses: label empty, too long)
             raise TargetRefused(f"cannot resolve {host}: {exc}") from exc
     if not addresses:
         raise TargetRefused(f"{host} resolves to no address")
