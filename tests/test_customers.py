@@ -116,6 +116,48 @@ async def test_ingest_keeps_patterns_and_rebuild_gives_the_same(
     assert await stored_customers(app) == live
 
 
+# Valid customer ids (the client's) that mean something in a URL, and how a path holds each.
+URL_LIKE_IDS = {
+    "a/b": "a%2Fb",
+    "x/../../keys": "x%2F..%2F..%2Fkeys",
+    "..": "%2E%2E",
+    ".": "%2E",
+    "a?b=c": "a%3Fb%3Dc",
+    "a#b": "a%23b",
+    "100%": "100%25",
+    "a b": "a%20b",
+    "%2F": "%252F",
+}
+
+
+@pytest.mark.anyio
+async def test_a_customer_whose_id_looks_like_url_syntax_is_found_by_its_encoded_id(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    ids = [*URL_LIKE_IDS, "a", "b", "keys"]  # and the ids a mis-split path would name instead
+    events = [event(f"e-{n}", customer_id=customer_id) for n, customer_id in enumerate(ids)]
+    accepted = await client.post(
+        "/v1/purchases/batch", json={"events": events}, headers=keys.ingest
+    )
+    assert accepted.json()["accepted"] == len(ids), accepted.text
+    for customer_id, encoded in URL_LIKE_IDS.items():
+        response = await client.get(
+            f"/v1/customers/{encoded}", params={"as_of": "2026-02-01"}, headers=keys.read
+        )
+        assert response.status_code == 200, (customer_id, response.text)
+        assert response.json()["customer_id"] == customer_id
+    assert (await client.get("/v1/customers/", headers=keys.read)).status_code == 404  # no id
+
+
+@pytest.mark.anyio
+async def test_the_customer_route_is_counted_under_its_template(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    await client.get("/v1/customers/a%2Fb", headers=keys.read)
+    text = (await client.get("/metrics")).text
+    assert 'radar_http_requests_total{method="GET",route="/v1/customers/{customer_id}"' in text
+
+
 def _radar(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Result:
     from app.cli import main
     from app.kit.settings import get_settings

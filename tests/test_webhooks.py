@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from ipaddress import ip_network
 from typing import Any
 
 import httpx
@@ -148,6 +149,15 @@ async def test_an_endpoint_is_created_listed_changed_and_deleted(
         ({"url": "ftp://127.0.0.1/x"}, "/url", "invalid_url"),
         ({"url": "not a url"}, "/url", "invalid_url"),
         ({"url": "http://user:pw@127.0.0.1/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:0/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:65536/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:99999999999999999999/x"}, "/url", "invalid_url"),
+        ({"url": "http://127.0.0.1:-1/x"}, "/url", "invalid_url"),
+        ({"url": "http://[::1]:0/x"}, "/url", "invalid_url"),
+        # Names no resolver takes (a label over 63 characters, an empty one): refused before
+        # any query is sent.
+        ({"url": f"http://{'a' * 64}.example/x"}, "/url", "unresolvable_host"),
+        ({"url": "http://crm..example/x"}, "/url", "unresolvable_host"),
         (
             {"url": "http://127.0.0.1:9/x", "event_types": ["alert.exploded"]},
             "/event_types/0",
@@ -184,6 +194,68 @@ async def test_bad_endpoints_are_refused_naming_the_field(
     assert listed["items"] == []  # nothing half-written
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "pointer"),
+    [
+        ("description", "CRM\x00", "/description"),  # PostgreSQL's text cannot hold a NUL
+        ("filters", {"store_ids": ["north\x00"]}, "/filters/store_ids/0"),
+        ("filters", {"store_ids": ["north\n"]}, "/filters/store_ids/0"),  # no store id has one
+    ],
+)
+async def test_text_that_cannot_be_stored_or_matched_is_refused_on_create_and_change(
+    client: httpx.AsyncClient, keys: Keys, field: str, value: object, pointer: str
+) -> None:
+    url = "http://127.0.0.1:9/x"
+    created = await client.post(
+        "/v1/webhooks/endpoints", json={"url": url, field: value}, headers=keys.manage
+    )
+    assert created.status_code == 422, created.text
+    assert created.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in created.json()["errors"]] == [pointer]
+    endpoint = await add_endpoint(client, keys, url, description="CRM")
+    path = f"/v1/webhooks/endpoints/{endpoint['id']}"
+    changed = await client.patch(path, json={field: value}, headers=keys.manage)
+    assert changed.status_code == 422, changed.text
+    assert [e["pointer"] for e in changed.json()["errors"]] == [pointer]
+    assert (await endpoint_now(client, keys, endpoint))["description"] == "CRM"
+
+
+async def test_an_endpoint_saved_before_store_ids_were_checked_can_still_be_read(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    endpoint = await add_endpoint(client, keys, "http://127.0.0.1:9/x")
+    await app.state.transactions.run(
+        lambda c: webhooks.update_endpoint(
+            c, endpoint["id"], {"filters": {"store_ids": ["north\n"], "min_value_at_risk": "5"}}
+        )
+    )
+    shown = await endpoint_now(client, keys, endpoint)
+    assert shown["filters"]["store_ids"] == ["north\n"]
+    assert shown["filters"]["min_value_at_risk"] == "5"
+    listed = (await client.get("/v1/webhooks/endpoints", headers=keys.manage)).json()
+    assert listed["items"][0]["filters"] == shown["filters"]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        ({"since": "0001-01-01T00:00:00+01:00"}, "/since"),  # 31 December of year 0 in UTC
+        ({"since": "9999-12-31T23:30:00-01:00"}, "/since"),  # year 10000 in UTC
+        ({"since": "2026-01-01T00:00:00Z", "until": "0001-01-01T00:30:00+01:00"}, "/until"),
+    ],
+)
+async def test_a_recovery_window_beyond_what_utc_can_hold_is_refused_naming_the_field(
+    client: httpx.AsyncClient, keys: Keys, body: dict[str, str], pointer: str
+) -> None:
+    endpoint = await add_endpoint(client, keys, "http://127.0.0.1:9/x")
+    response = await client.post(
+        f"/v1/webhooks/endpoints/{endpoint['id']}/recover", json=body, headers=keys.manage
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in response.json()["errors"]] == [pointer]
+
+
 async def test_bad_changes_are_refused_naming_the_field(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:
@@ -194,6 +266,8 @@ async def test_bad_changes_are_refused_naming_the_field(
         ({"enabled": None}, "/enabled"),
         ({"url": "gopher://127.0.0.1/"}, "/url"),
         ({"url": "http://10.0.0.1/x"}, "/url"),
+        ({"url": "http://127.0.0.1:0/x"}, "/url"),
+        ({"url": "http://127.0.0.1:65536/x"}, "/url"),
     ]:
         response = await client.patch(path, json=body, headers=keys.manage)
         assert response.status_code == 422, (body, response.text)
@@ -242,6 +316,25 @@ def guarded_service(
     return running(settings, clock, resolver, webhook_allowed_networks=[])
 
 
+# IPv6 addresses that reach a private IPv4 one through a translator or tunnel, or whose
+# destination cannot be told: each would be 10.0.0.7 (or 127.0.0.1) once it left this host.
+PRIVATE_IPV4_IN_IPV6 = [
+    "64:ff9b::a00:7",  # NAT64 (well-known prefix) of 10.0.0.7
+    "64:ff9b::127.0.0.1",
+    "64:ff9b:1::a00:7",  # local-use NAT64
+    "2002:a00:7::1",  # 6to4 of 10.0.0.7
+    "2002:7f00:1::1",
+    "::10.0.0.7",  # IPv4-compatible
+    "::127.0.0.1",
+    "::ffff:0:10.0.0.7",  # IPv4-translated (SIIT)
+    "::ffff:0:127.0.0.1",
+    "::ffff:10.0.0.7",  # IPv4-mapped
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+    "2001::a00:7",
+    "fec0::7",  # site-local
+]
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -256,6 +349,7 @@ def guarded_service(
         "http://100.64.0.1/hook",  # carrier-grade NAT
         "http://0.0.0.0/hook",
         "http://224.0.1.1/hook",  # multicast
+        *(f"http://[{address}]/hook" for address in PRIVATE_IPV4_IN_IPV6),
     ],
 )
 async def test_private_targets_are_refused_at_creation(
@@ -305,6 +399,63 @@ async def test_dns_rebinding_is_refused_at_connect_time(settings: Settings, cloc
         assert attempts[0]["status_code"] is None
         assert "10.0.0.7" in attempts[0]["error"]
         assert "refused" in attempts[0]["error"]
+
+
+@pytest.mark.parametrize("address", PRIVATE_IPV4_IN_IPV6)
+async def test_ipv6_forms_of_private_addresses_are_refused_at_connect_time(
+    settings: Settings, clock: Clock, address: str
+) -> None:
+    answers = iter([["93.184.216.34"]])  # public at creation; an IPv6 form of 10/8 later
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers, [address])
+
+    async with guarded_service(settings, clock, rebinding) as (app, client, keys):
+        endpoint = await add_endpoint(client, keys, "http://crm.example/hook")
+        await lapse(client, keys, clock)
+        await app.state.dispatcher.dispatch_due()
+        await asyncio.sleep(0.2)
+        await app.state.dispatcher.dispatch_due()  # writes the outcome
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert attempts, "an attempt was made and recorded"
+        assert attempts[0]["status_code"] is None
+        assert "refused" in attempts[0]["error"], attempts[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::5db8:d822",  # NAT64 of 93.184.216.34: what DNS64 answers for an IPv4 site
+        "2002:5db8:d822::1",  # 6to4 of the same
+        "::ffff:93.184.216.34",
+    ],
+)
+async def test_ipv6_forms_of_public_addresses_are_accepted(
+    settings: Settings, clock: Clock, address: str
+) -> None:
+    async with guarded_service(settings, clock) as (_, client, keys):
+        await add_endpoint(client, keys, f"http://[{address}]/hook")
+
+
+async def test_an_allowed_network_admits_its_addresses_in_ipv6_forms(
+    settings: Settings, clock: Clock
+) -> None:
+    """The operator allowed 10.0.0.0/8 (and a local NAT64 prefix): NAT64, 6to4 and the other
+    forms of 10/8 reach it too; other private addresses and refused ranges stay refused."""
+    allowed = [ip_network("10.0.0.0/8"), ip_network("64:ff9b:1::/48")]
+    async with running(settings, clock, webhook_allowed_networks=allowed) as (_, client, keys):
+        for address in ("64:ff9b::a00:7", "2002:a00:7::1", "::ffff:0:10.0.0.7", "64:ff9b:1::7"):
+            await add_endpoint(client, keys, f"http://[{address}]/hook")
+        for address in ("64:ff9b::7f00:1", "2002:c0a8::1", "2001::a00:7", "fec0::7"):
+            response = await client.post(
+                "/v1/webhooks/endpoints", json={"url": f"http://[{address}]/"}, headers=keys.manage
+            )
+            assert response.status_code == 422, (address, response.text)
+            assert response.json()["code"] == "forbidden_target"
 
 
 # -- delivery ------------------------------------------------------------------------------
@@ -360,6 +511,29 @@ async def test_an_alert_reaches_the_receiver_signed_with_everything_a_crm_needs(
         assert attempt["response_body"] == "ok"
         assert attempt["succeeded"] is True
         assert attempt["duration_ms"] > 0
+
+
+# Customer ids are the client's: each of these is a valid one that means something in a URL.
+URL_LIKE_CUSTOMER_IDS = ["x/../../keys", "..", ".", "a?b=c", "a#b", "100%", "a b", "%2F"]
+
+
+async def test_links_lead_to_customers_whose_ids_look_like_url_syntax(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    async with Receiver() as receiver:
+        await add_endpoint(client, keys, receiver.url, event_types=["alert.opened"])
+        await lapse(client, keys, clock, *URL_LIKE_CUSTOMER_IDS)
+        await deliver(app)
+        bodies = [orjson.loads(request.body)["data"] for request in receiver.requests]
+        links = {data["alert"]["customer_id"]: data["links"]["customer"] for data in bodies}
+        assert sorted(links) == sorted(URL_LIKE_CUSTOMER_IDS)
+        for customer_id, link in links.items():
+            resolved = client.base_url.join(link).raw_path  # as a receiver's client resolves it
+            assert resolved.startswith(b"/v1/customers/"), (customer_id, link)
+            assert resolved.count(b"/") == 3, (customer_id, link)  # one segment: the id
+            fetched = await client.get(link, headers=keys.read)
+            assert fetched.status_code == 200, (customer_id, link, fetched.text)
+            assert fetched.json()["customer_id"] == customer_id
 
 
 async def test_the_background_dispatcher_delivers_within_a_second_of_the_post(
@@ -498,6 +672,26 @@ async def test_a_receiver_failing_twice_gets_exactly_one_successful_delivery(
         assert health["failing_since"] is None
 
 
+async def test_a_receiver_answering_with_a_nul_is_recorded_and_delivery_goes_on(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """PostgreSQL cannot store a NUL in text: the answer is kept with U+FFFD in its place
+    (as for bytes that are not UTF-8), not left to fail every write of the outcomes."""
+    async with Receiver(always(Reply(200, body=b"ok\x00\xff"))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        async with asyncio.timeout(10):
+            await deliver(app)
+        assert len(receiver.requests) == 2
+        assert [d["status"] for d in await deliveries(client, keys, endpoint)] == ["succeeded"] * 2
+        attempts = (
+            await client.get(
+                f"/v1/webhooks/endpoints/{endpoint['id']}/attempts", headers=keys.manage
+            )
+        ).json()["items"]
+        assert [a["response_body"] for a in attempts] == ["ok\ufffd\ufffd"] * 2
+
+
 async def test_after_the_last_attempt_a_delivery_is_dead_until_retried_or_recovered(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:
@@ -561,6 +755,23 @@ async def test_retry_after_is_honoured_and_clamped(
         (delivery,) = await deliveries(client, keys, endpoint)
         wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
         assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
+
+
+@pytest.mark.parametrize("retry_after", ["9" * 30, "9" * 400])  # beyond any date; a float inf
+async def test_a_retry_after_beyond_any_date_is_clamped_too(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, retry_after: str
+) -> None:
+    async with Receiver(always(Reply(429, {"Retry-After": retry_after}))) as receiver:
+        endpoint = await add_endpoint(client, keys, receiver.url)
+        await lapse(client, keys, clock, "card-1", "card-2")
+        before = utcnow()
+        async with asyncio.timeout(10):
+            await deliver(app)
+        assert len(receiver.requests) == 2
+        for delivery in await deliveries(client, keys, endpoint):
+            assert delivery["status"] == "pending"
+            wait = datetime.fromisoformat(delivery["next_attempt_at"]) - before
+            assert timedelta(seconds=59) < wait < timedelta(seconds=65), "clamped to the maximum"
 
 
 async def test_a_receiver_that_never_answers_is_timed_out_and_retried(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import Connection
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from app.alerts import repository as alerts
 from app.alerts.schemas import AlertOut
@@ -32,7 +33,20 @@ from app.scoring import service as scoring
 router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=problem_responses(404))
 
 
-@router.get("/{customer_id}", summary="A customer's pattern, defection scores and alerts")
+class _IdWithSlashes(PathConvertor):
+    """Starlette decodes %2F before routing, so an id holding `/` (a%2Fb) arrives as several
+    segments: this takes them all, as `:path` does, but not none (/v1/customers/ is no id)."""
+
+    regex = ".+"
+
+
+register_url_convertor("id_with_slashes", _IdWithSlashes())
+
+
+@router.get(
+    "/{customer_id:id_with_slashes}",
+    summary="A customer's pattern, defection scores and alerts",
+)
 async def get_customer(
     request: Request,
     _: ReadKey,

@@ -98,7 +98,9 @@ class RetryPolicy:
         if outcome.status_code == 410 or outcome.job.attempt > len(self.schedule):
             return None
         if outcome.retry_after is not None:
-            return now + min(timedelta(seconds=outcome.retry_after), self.retry_after_max)
+            # Clamped in seconds: the receiver's number may be beyond what a timedelta holds.
+            seconds = min(outcome.retry_after, self.retry_after_max.total_seconds())
+            return now + timedelta(seconds=seconds)
         wait: timedelta = self.schedule[outcome.job.attempt - 1] * self.jitter()
         return now + wait
 
@@ -493,7 +495,7 @@ class Dispatcher:
     @staticmethod
     def _failed(job: Job, attempted_at: datetime, started: float, error: str) -> Outcome:
         elapsed = (time.perf_counter() - started) * 1000
-        return Outcome(job, attempted_at, elapsed, error=error[:500])
+        return Outcome(job, attempted_at, elapsed, error=storable(error, ERROR_LIMIT))
 
 
 def _sooner(current: float | None, candidate: float) -> float:

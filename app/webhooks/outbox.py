@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Table, select
 
@@ -153,7 +154,7 @@ def _summaries(connection: Connection, customer_ids: set[str]) -> dict[str, dict
 def _alert_data(
     kind: str, alerts: list[AlertRow], customer: dict[str, Any] | None, actor: str | None
 ) -> dict[str, Any]:
-    customer_link = f"/v1/customers/{alerts[0].customer_id}"
+    customer_link = f"/v1/customers/{path_segment(alerts[0].customer_id)}"
     if kind == "customer.recovered":
         return {
             "customer": customer,
@@ -169,6 +170,14 @@ def _alert_data(
         "actor": actor,
         "links": {"alert": f"/v1/alerts/{alert.id}", "customer": customer_link},
     }
+
+
+def path_segment(value: str) -> str:
+    """`value` as one segment of a URL path. Customer ids are the client's and may hold `/`,
+    `?`, `#` or `%`; a whole `.` or `..` (which clients resolve away, and `quote` keeps)
+    is written %2E too."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _write(

@@ -16,7 +16,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.kit.params import IsoAwareDatetime
+from app.kit.params import Identifier, IsoAwareDatetime, NoNul
 from app.policy.schemas import Rule, Severity
 
 EventType = Literal[
@@ -32,8 +32,8 @@ EventType = Literal[
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DeliveryStatus = Literal["pending", "sending", "succeeded", "failed"]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=2048, strip_whitespace=True)]
-Description = Annotated[str, StringConstraints(max_length=500)]
-StoreId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Description = Annotated[str, StringConstraints(max_length=500), NoNul]
+StoreId = Identifier  # as the ingest takes it: an id with a control character matches nothing
 
 
 def _iso_duration(value: Any) -> Any:
