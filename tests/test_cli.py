@@ -64,18 +64,19 @@ def test_import_then_scores_as_of_a_day(runner: CliRunner, tmp_path: Path) -> No
     history.write_text(
         "customer_id,occurred_at,amount\n"
         "c-1,2026-01-05,10\nc-1,2026-01-12,12\nc-2,2026-01-06,30\nc-3,2026-03-01,5\n"
+        "=1+2,2026-01-07,8\n"  # an id a spreadsheet would run as a formula
     )
     imported = runner.invoke(
         main, ["import", str(history), "--store", "s-1", "--currency", "EUR", "--json"]
     )
     assert imported.exit_code == 0, imported.output
-    assert json.loads(imported.stdout)["accepted"] == 4
+    assert json.loads(imported.stdout)["accepted"] == 5
     out = tmp_path / "scores.csv"
     result = runner.invoke(main, ["scores", "--as-of", "2026-02-01", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "scored 2 customers as of 2026-02-01" in result.stderr
+    assert "scored 3 customers as of 2026-02-01" in result.stderr
     lines = out.read_text().splitlines()
     assert lines[0].startswith("as_of,horizon_days,model,customer_id,")
-    assert [line.split(",")[3] for line in lines[1:]] == ["c-1", "c-2"]
+    assert [line.split(",")[3] for line in lines[1:]] == ["'=1+2", "c-1", "c-2"]
     bad = runner.invoke(main, ["scores", "--as-of", "yesterday"])
     assert bad.exit_code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from datetime import timedelta
@@ -227,7 +228,9 @@ def test_the_command_reports_and_writes_rejects(
     try:
         path = tmp_path / "history.csv"
         unique = tmp_path.name[-12:]  # this test's rows only, whatever the database holds
-        path.write_text(CSV.replace("c-", f"{unique}-") + f"{unique}-1,x,1,north,,y\n")
+        path.write_text(
+            CSV.replace("c-", f"{unique}-") + f"{unique}-1,x,1,north,,y\n" + "@SUM(A1),x,1,n,,y\n"
+        )
         rejects = tmp_path / "rejects.csv"
         args = [
             "import", str(path), "--map",
@@ -237,14 +240,16 @@ def test_the_command_reports_and_writes_rejects(
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, result.output
         summary: dict[str, Any] = json.loads(result.stdout)
-        assert summary["rejected"] == 1
+        assert summary["rejected"] == 2
         assert summary["rejects"][0] == {
             "line": 8,
             "field": "/occurred_at",
             "code": "bad_date",
             "message": "'x' is not a yyyymmdd date",
         }
-        assert rejects.read_text().splitlines()[1].startswith("8,")
+        written = list(csv.reader(rejects.open(newline="")))
+        assert written[1][0] == "8"
+        assert written[2][5] == "'@SUM(A1),x,1,n,,y"  # the raw line, never run as a formula
         again = json.loads(CliRunner().invoke(main, args).stdout)
         assert (again["accepted"], again["duplicates"]) == (0, summary["accepted"])
         bad = CliRunner().invoke(main, ["import", str(path), "--map", "colour=x"])

@@ -19,6 +19,7 @@ from app.imports.service import ImportSummary, Progress, import_local, import_re
 from app.ingestion.schemas import EventLimits
 from app.kit.db import open_transactions, utcnow
 from app.kit.settings import get_settings
+from app.kit.text import spreadsheet_text
 
 SHOWN_REJECTS = 10
 
@@ -129,7 +130,9 @@ def report(summary: ImportSummary, rejects: Path | None, as_json: bool) -> None:
             writer = csv.writer(handle)
             writer.writerow(["line", "event_id", "field", "code", "message", "row"])
             for r in summary.rejects:
-                writer.writerow([r.line, r.event_id, r.pointer, r.code, r.message, r.raw])
+                event_id = None if r.event_id is None else spreadsheet_text(r.event_id)
+                raw = spreadsheet_text(r.raw)  # (the line as read: a formula if it says so)
+                writer.writerow([r.line, event_id, r.pointer, r.code, r.message, raw])
     if as_json:
         body = summary.as_dict() | {
             "rejects": [

@@ -17,6 +17,7 @@ from app.kit.auth import ReadKey
 from app.kit.db import TransactionRunner
 from app.kit.errors import FieldError, ValidationFailed, problem_responses
 from app.kit.params import Identifier, IsoDate
+from app.kit.text import spreadsheet_text
 from app.policy import service as policies
 from app.reports import service
 from app.reports.service import Period, RateRow, ReasonRow, ResponseRow, Split, ValueRow
@@ -175,16 +176,9 @@ def _answer(
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
 def _cell(value: Any) -> Any:
-    """Text in a report came from clients (store and staff ids) or configuration (reasons):
-    when it could start a formula, a leading ' makes the spreadsheet show it as text. The
-    numbers the service computes are not text and stay numbers (a net of -1 is -1)."""
+    """Text in a report came from clients (store and staff ids) or configuration (reasons);
+    the numbers the service computes are not text and stay numbers (a net of -1 is -1)."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    return spreadsheet_text(value) if isinstance(value, str) else value

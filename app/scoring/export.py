@@ -9,6 +9,7 @@ from typing import IO
 from sqlalchemy import Connection
 
 from app.customers.service import states_as_of
+from app.kit.text import spreadsheet_text
 from app.policy import service as policies
 from app.scoring import service as scoring
 
@@ -52,7 +53,7 @@ def export_scores(connection: Connection, as_of: date, out: IO[str]) -> int:
                 as_of.isoformat(),
                 policy.horizon_days,
                 model.source,
-                state.customer_id,
+                spreadsheet_text(state.customer_id),
                 state.first_visit_on,
                 state.last_visit_on,
                 state.visit_days,
