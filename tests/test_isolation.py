@@ -4,6 +4,8 @@ the event writer, the periodic jobs) sets a poisoned item aside, visibly, and go
 from __future__ import annotations
 
 import gzip
+import math
+import random
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,10 +18,12 @@ from sqlalchemy import update
 from app.customers import state
 from app.kit.db import Money
 from app.models import Customer
+from app.scoring.service import MIN_CUSTOMERS_TO_FIT, refit
 from app.webhooks.dispatcher import Outcome
 from tests.conftest import Clock, Keys, event, stored_customers, stored_events
 from tests.receiver import Receiver, Reply, always
 from tests.test_alerts import customer, post, sweep_at, unresolved, visits, weekly
+from tests.test_scores import _regular
 from tests.test_webhooks import add_endpoint, deliver, deliveries, lapse
 from tests.test_webhooks import settings as settings  # retries in milliseconds
 
@@ -256,3 +260,38 @@ async def test_a_customer_sending_ever_new_names_keeps_a_bounded_pattern(
     assert pattern["categories"]["cat-000-0"][0] == 2
     view = await client.get("/v1/customers/card-1", headers=keys.read)
     assert len(view.content) < 100_000
+
+
+# -- the refit -----------------------------------------------------------------------------
+
+
+async def test_a_customer_at_the_totals_bound_does_not_break_the_refit_or_the_scores(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """One customer whose totals saturated among ordinary ones: the population fit stays
+    finite and everyone, the outlier too, is scored (a guard: this held before the bounds)."""
+    rng = random.Random(7)
+    events: list[dict[str, object]] = []
+    for n in range(MIN_CUSTOMERS_TO_FIT + 20):
+        first = date(2025, 1, 1) + timedelta(days=rng.randint(0, 60))
+        events += _regular(f"c{n}", first, rng.choice([7, 14, 30]), rng.randint(2, 12))
+    events += [
+        event(
+            f"rich-{day}-{n}",
+            customer_id="rich",
+            amount=MAX_AMOUNT,
+            occurred_at=f"2025-0{1 + day}-05T12:00:00Z",
+        )
+        for day in range(4)
+        for n in range(250)
+    ]
+    await post(client, keys, events)
+    fit = await refit(app.state.transactions, date(2026, 1, 1))
+    assert fit is not None
+    for value in (fit.r, fit.alpha, fit.s, fit.beta, fit.log_likelihood):
+        assert value is not None
+        assert math.isfinite(value)
+    for name in ("rich", "c1"):
+        view = await client.get(f"/v1/customers/{name}", headers=keys.read)
+        assert view.status_code == 200, view.text
+        assert Decimal(view.json()["scores"]["value_at_risk"]) <= Money.MAX
