@@ -89,6 +89,7 @@ def create_app(
             # SQLite has one writer at a time; PostgreSQL takes several transactions at once.
             workers=1 if settings.is_sqlite else settings.writer_concurrency,
             evaluator=evaluator,
+            metrics=app.state.metrics,
             clock=clock,
         )
         writer.start()

@@ -226,6 +226,7 @@ async def test_a_customer_whose_events_cannot_be_stored_does_not_fail_the_batch(
         assert (await customer(client, keys, name))["pattern"]["visit_days"] == 1
     stored = {e["event_id"] for e in await stored_events(app)}
     assert rejected["event_id"] not in stored
+    assert app.state.metrics.set_aside.labels("writer")._value.get() == 1
 
     await corrupt_pattern(app, "poison", {})
     retried = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)

@@ -25,6 +25,7 @@ from app.ingestion import idempotency, service
 from app.ingestion.service import Candidate
 from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS, RadarError, ServiceUnavailable
+from app.kit.metrics import Metrics
 
 logger = logging.getLogger("radar.ingestion.writer")
 
@@ -59,10 +60,12 @@ class EventWriter:
         max_group_events: int = 5000,
         max_pending_events: int = 100_000,
         evaluator: Evaluator | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._transactions = transactions
         self._evaluator = evaluator
+        self._metrics = metrics
         self._clock = clock
         self._max_future_skew = max_future_skew
         self._idempotency_ttl = idempotency_ttl
@@ -204,6 +207,8 @@ class EventWriter:
                     _settle(submission.future, exc)
                     return
                 logger.exception("events set aside", extra={"customer": customer_id})
+                if self._metrics is not None:
+                    self._metrics.set_aside.labels("writer").inc()
                 _reset(part)
                 for candidate in part:
                     candidate.reject("", "not_stored", _not_stored(exc))
