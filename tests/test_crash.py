@@ -121,8 +121,10 @@ class Till:
             event = self.new_event()
             return Request("/v1/purchases", event, key, [event["event_id"]])
         events = [self.new_event() for _ in range(rng.randint(2, 40))]
-        # Events sent before, by this till or another, with the same content: duplicates.
-        for event_id in rng.sample(sorted(self.ledger.sent), min(3, len(self.ledger.sent))):
+        # Events stored before, by this till or another, with the same content: duplicates.
+        # (Stored, not only sent: another till's refund may not come before its purchase.)
+        stored = sorted(self.ledger.acknowledged)
+        for event_id in rng.sample(stored, min(3, len(stored))):
             if rng.random() < 0.5:
                 events.insert(rng.randrange(len(events) + 1), self.ledger.sent[event_id])
         unique = list({event["event_id"]: event for event in events}.values())
