@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backtest.cli import backtest_command
 from app.imports.options import reader_options
 from app.kit.auth import Scope
+from app.kit.cli_errors import RadarGroup
 from app.kit.db import (
     TransactionRunner,
     create_engine,
@@ -54,7 +55,7 @@ def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-@click.group()
+@click.group(cls=RadarGroup)
 def main() -> None:
     """Defection Radar: know which customers are drifting away while you can win them back."""
 
@@ -75,6 +76,10 @@ def serve(host: str, port: int, workers: int) -> None:
     settings = get_settings()
     if settings.is_sqlite and workers > 1:
         raise click.UsageError("SQLite is single-node: use PostgreSQL to run several workers")
+    if settings.policy_file is not None:
+        from app.policy.service import read_file
+
+        read_file(settings.policy_file)  # a bad file: one line here, not a start-up traceback
     uvicorn.run(
         "app.main:app_factory",
         factory=True,

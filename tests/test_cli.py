@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,7 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from app.cli import main
+from app.kit.cli_errors import TRACEBACK_VARIABLE, one_line
 from app.kit.settings import get_settings
+from tests.radar_process import RADAR
 
 
 @pytest.fixture
@@ -80,3 +84,48 @@ def test_import_then_scores_as_of_a_day(runner: CliRunner, tmp_path: Path) -> No
     assert [line.split(",")[3] for line in lines[1:]] == ["'=1+2", "c-1", "c-2"]
     bad = runner.invoke(main, ["scores", "--as-of", "yesterday"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["migrate"], {"RADAR_CURRENCY": "XYZ"}, "configuration: RADAR_CURRENCY: "),
+        (["migrate"], {"RADAR_DATABASE_URL": "mysql://x/y"}, "RADAR_DATABASE_URL: "),
+        (
+            ["keys", "list"],
+            {"RADAR_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"},
+            "the database could not be reached: ",
+        ),
+        (["keys", "revoke", "rk_00000000"], {}, "No API key 'rk_00000000'."),
+        (
+            ["serve", "--port", "1"],
+            {"RADAR_POLICY_FILE": "/nonexistent/policy.json"},
+            "cannot read the policy file /nonexistent/policy.json",
+        ),
+    ],
+    ids=["bad-setting", "bad-database-url", "database-unreachable", "unknown-key", "policy"],
+)
+def test_a_failing_command_says_one_line_and_exits_non_zero(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    """A real `radar` process, as a person runs it: one line, no traceback."""
+    environment = {
+        **os.environ,
+        "RADAR_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        **env,
+    }
+    environment.pop(TRACEBACK_VARIABLE, None)
+    result = subprocess.run(
+        [RADAR, *args], env=environment, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_unexpected_error_is_one_line_too() -> None:
+    assert one_line(KeyError("x")) == (
+        f"unexpected error: KeyError: 'x' (set {TRACEBACK_VARIABLE}=1 to see where)"
+    )
