@@ -134,6 +134,8 @@ class Customer(Base):
     # {"<staff_id>": purchases served}, and who served the customer most
     staff: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     home_staff: Mapped[str | None] = mapped_column(String(128))
+    # ["<day>", ...]: the latest 64 visit days, ascending (the gaps between visits)
+    recent_days: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -1,14 +1,22 @@
 """The policy's rules applied to one customer's pattern and scores: pure functions, no I/O.
 
-Each rule answers whether it fires now, with the numbers behind the answer (the evidence an
-alert carries), and on which day its answer could change if no new event comes: the
-evaluation stores the earliest such day as the customer's next check, so the sweeper looks
-at a customer exactly when something can have happened, and at nobody else.
+Each rule is a statistical test of "this customer's own pattern has changed" (`stats.py`):
+it fires when what is seen now would happen by chance, to a customer whose pattern did not
+change, with at most the rule's share of the policy's false-alarm budget. It answers with
+the numbers behind the answer (the evidence an alert carries, in plain words too), the
+share of the customer's value the change puts at risk, and the day its answer could change
+if no new event comes: the evaluation stores the earliest such day as the customer's next
+check, so the sweeper looks at a customer exactly when something can have happened, and at
+nobody else.
+
+One customer, one call: when the inactivity rule fires, the silence explains every other
+change, so the other rules are muted for that customer (their open alerts resolve as
+`explained_by_inactivity`).
 """
 
 from __future__ import annotations
 
-import enum
+import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -16,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from app.customers.state import CustomerState, week_index, week_start
+from app.alerts import stats
+from app.customers.state import WEEKS_KEPT, CustomerState, week_index, week_start
 from app.kit.db import Money
 from app.policy.schemas import (
     CategoryLapse,
@@ -29,42 +38,59 @@ from app.policy.schemas import (
 )
 from app.scoring.service import Scores
 
-
-class Unknown(enum.Enum):
-    """A value that was not worked out (cheaper to leave to the sweeper)."""
-
-    UNKNOWN = "unknown"
-
-
-UNKNOWN = Unknown.UNKNOWN
-
 # An open alert's numbers are refreshed at least this often, even if nothing else is due.
 REFRESH_OPEN_ALERTS = timedelta(days=7)
+# The recent windows, in complete weeks, that the frequency and spend tests compare with
+# what came before: from a month to half a year. Trying several lets a change be found soon
+# after it happens and also months later; the tests pay for the six tries (Bonferroni),
+# which costs less than it gains: on the synthetic chain six windows caught 0.47 of the
+# halvers where (4, 8, 13, 26) caught 0.41 and eight windows 0.45 (bench/detection.py).
+RECENT_WEEKS = (4, 8, 13, 17, 21, 26)
+# The least history before a recent window for a test against it.
+MIN_EARLIER_DAYS = 56
+MIN_EARLIER_VISITS = 3
+# Spend per visit on the log scale: a customer's own spread is estimated from their weeks,
+# pulled towards this with the weight of a few weeks (a retail basket's typical spread).
+SPEND_SIGMA_PRIOR = 0.5
+SPEND_PRIOR_WEEKS = 3.0
+MUTED = "explained_by_inactivity"
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     firing: bool
-    score: float  # how far the rule is crossed: 0 (not at all) to 1
+    score: float  # the size of the change: 0 (none) to 1 (all gone)
     # The numbers behind the answer, built only when an alert needs them: most evaluations
     # (every event, every sweep) fire nothing, and formatting evidence was half their cost.
     explain: Callable[[], dict[str, Any]]
     changes_on: date | None = None  # when the answer can change without new events
+    stake: float = 1.0  # the share of the customer's value this change puts at risk
+    p_value: float = 1.0  # chance of a change at least this clear, if nothing changed
+    muted_by: Rule | None = None  # fires, but another rule of the customer explains it
 
     @property
     def evidence(self) -> dict[str, Any]:
-        return self.explain()
+        evidence = self.explain()
+        if self.muted_by is not None:
+            evidence["muted_by"] = self.muted_by
+        return evidence
+
+    def muted(self, by: Rule) -> Verdict:
+        return Verdict(
+            False, self.score, self.explain, self.changes_on, self.stake, self.p_value, by
+        )
 
 
 @dataclass(slots=True)
 class Evaluation:
     """What the policy says about one customer at one moment."""
 
-    eligible: bool  # loyal, not excluded, worth enough: may raise alerts
+    eligible: bool  # loyal, not excluded, worth enough, not lost long ago: may raise alerts
     excluded: bool
-    severity: Severity
+    severity: Severity  # of the customer's whole value
     verdicts: dict[Rule, Verdict] = field(default_factory=dict)  # enabled rules only
     next_check_at: datetime | None = None
+    lost: bool = False  # silent past the policy's "already lost" age
 
 
 def evaluate(
@@ -73,12 +99,9 @@ def evaluate(
     policy: PolicyBody,
     now: datetime,
     *,
-    inactivity_crossing: date | Unknown | None,
     has_open_alerts: bool,
 ) -> Evaluation:
-    """Apply every enabled rule. `inactivity_crossing` is the day the defection score would
-    reach the inactivity threshold with no purchase (from `scoring.quiet_until`; None: not
-    within two years), or UNKNOWN when it was not worked out."""
+    """Apply every enabled rule, then mute what inactivity explains."""
     as_of = now.date()
     excluded = _excluded(state, policy)
     value = scores.value_at_risk if scores else 0.0
@@ -86,32 +109,41 @@ def evaluate(
     if scores is None or state.first_visit_on is None or state.last_visit_on is None:
         return evaluation
     rules = policy.rules
-    checks: list[date | None] = []
+    alpha = rules.significance(policy.false_alarms)
+    weeks = _Weeks.of(state, as_of)
+    verdicts = evaluation.verdicts
     if rules.inactivity.enabled:
-        verdict = _inactivity(state, scores, rules.inactivity, policy, as_of, inactivity_crossing)
-        evaluation.verdicts["inactivity"] = verdict
-    windows: dict[tuple[int, int], _Totals | Verdict] = {}  # both rules may share them
-
-    def totals(rule: FrequencyDrop | SpendDrop) -> _Totals | Verdict:
-        key = (rule.recent_weeks, rule.baseline_weeks)
-        if key not in windows:
-            windows[key] = _windows(state, rule, as_of)
-        return windows[key]
-
+        verdicts["inactivity"] = _inactivity(state, weeks, rules.inactivity, alpha["inactivity"])
     if rules.frequency_drop.enabled:
         frequency = rules.frequency_drop
-        evaluation.verdicts["frequency_drop"] = _frequency_drop(frequency, totals(frequency))
+        verdicts["frequency_drop"] = _frequency_drop(
+            state, weeks, frequency, alpha["frequency_drop"]
+        )
     if rules.spend_drop.enabled:
-        evaluation.verdicts["spend_drop"] = _spend_drop(rules.spend_drop, totals(rules.spend_drop))
+        verdicts["spend_drop"] = _spend_drop(weeks, rules.spend_drop, alpha["spend_drop"])
     if rules.category_lapse.enabled:
-        evaluation.verdicts["category_lapse"] = _category_lapse(state, rules.category_lapse, as_of)
+        verdicts["category_lapse"] = _category_lapse(
+            state, weeks, rules.category_lapse, alpha["category_lapse"]
+        )
+    silence = verdicts.get("inactivity")
+    if silence is not None and silence.firing:
+        for rule, verdict in verdicts.items():
+            if rule != "inactivity" and verdict.firing:
+                verdicts[rule] = verdict.muted("inactivity")
+    lost_after = policy.loyalty.lost_after_days
+    evaluation.lost = lost_after is not None and (as_of - state.last_visit_on).days > lost_after
     loyal, loyal_from = _loyalty(state, policy, as_of)
-    evaluation.eligible = loyal and not excluded and value >= policy.min_value_at_risk
-    if loyal or loyal_from is not None or has_open_alerts:
-        # Customers short of the loyalty visits cannot raise alerts until they visit again:
-        # nothing to check for them in the meantime.
-        checks.extend(verdict.changes_on for verdict in evaluation.verdicts.values())
+    evaluation.eligible = (
+        loyal and not excluded and not evaluation.lost and value >= policy.min_value_at_risk
+    )
+    checks: list[date | None] = []
+    if ((loyal or loyal_from is not None) and not evaluation.lost) or has_open_alerts:
+        # Customers short of the loyalty visits cannot raise alerts until they visit again,
+        # nor can those already lost: nothing to check for them in the meantime.
+        checks.extend(verdict.changes_on for verdict in verdicts.values())
         checks.append(loyal_from)
+        if lost_after is not None and not evaluation.lost:
+            checks.append(state.last_visit_on + timedelta(days=lost_after + 1))
     evaluation.next_check_at = _next_check(state.customer_id, checks, now, has_open_alerts)
     return evaluation
 
@@ -154,227 +186,293 @@ def mean_gap_days(state: CustomerState) -> float | None:
     return (state.last_visit_on - state.first_visit_on).days / (state.visit_days - 1)
 
 
-def _inactivity(
-    state: CustomerState,
-    scores: Scores,
-    rule: Inactivity,
-    policy: PolicyBody,
-    as_of: date,
-    crossing: date | Unknown | None,
-) -> Verdict:
-    last = state.last_visit_on
+@dataclass(frozen=True, slots=True)
+class _Weeks:
+    """The customer's weekly visits and net spend as of a day, by week index."""
+
+    current: int  # the week of as_of, not complete yet
+    first: int  # the week of the first visit
+    kept_from: int  # the oldest week whose numbers are kept (a year before the last visit)
+    last: int  # the week of the last visit
+    visits: dict[int, int]
+    amounts: dict[int, int]
+    as_of: date
+
+    @classmethod
+    def of(cls, state: CustomerState, as_of: date) -> _Weeks:
+        assert state.first_visit_on is not None
+        assert state.last_visit_on is not None
+        last = week_index(state.last_visit_on)
+        first = week_index(state.first_visit_on)
+        visits: dict[int, int] = {}
+        amounts: dict[int, int] = {}
+        for key, (count, amount) in state.weekly.items():
+            visits[int(key)] = count
+            amounts[int(key)] = amount
+        kept_from = max(first, last - (WEEKS_KEPT - 1))
+        return cls(week_index(as_of), first, kept_from, last, visits, amounts, as_of)
+
+    def visits_between(self, start: int, end: int) -> int:
+        """Visits in the kept weeks start <= week < end."""
+        return sum(count for week, count in self.visits.items() if start <= week < end)
+
+
+def _months(days: int) -> str:
+    months = round(days / 30.44)
+    return f"{months} months" if months > 1 else f"{days} days"
+
+
+def _inactivity(state: CustomerState, weeks: _Weeks, rule: Inactivity, alpha: float) -> Verdict:
+    first, last = state.first_visit_on, state.last_visit_on
+    assert first is not None
     assert last is not None
-    silent = max((as_of - last).days, 0)
-    gap = mean_gap_days(state)
-    by_score = rule.score_threshold is not None and (
-        scores.p_no_purchase_within >= rule.score_threshold
-    )
-    gap_limit = None
-    if rule.gap_multiple is not None and gap is not None and gap > 0:
-        gap_limit = max(rule.min_days, math.ceil(rule.gap_multiple * gap))
-    by_gap = gap_limit is not None and silent >= gap_limit
-    firing = silent >= rule.min_days and (by_score or by_gap)
-    changes: list[date | None] = []
+    silent = max((weeks.as_of - last).days, 0)
+    gaps, span = state.visit_days - 1, (last - first).days
+    if gaps < 1 or span < 1:
+        return Verdict(False, 0.0, lambda: {"reason": "one visit day so far"})
+    # Regularity from the gaps between the latest visits (the silence itself left out).
+    regularity = stats.regularity_of(_gaps(state.recent_days))
+    p_value = stats.silence_survival(gaps, span, silent, regularity)
+    firing = silent >= rule.min_days and p_value <= alpha
+    changes_on = None
     if not firing:
-        earliest = last + timedelta(days=rule.min_days)
-        if gap_limit is not None:
-            changes.append(last + timedelta(days=gap_limit))
-        if rule.score_threshold is not None and crossing is UNKNOWN:
-            changes.append(earliest)  # the first day it could fire; the sweeper looks closer
-        elif rule.score_threshold is not None and isinstance(crossing, date):
-            changes.append(max(crossing, earliest))
-    expected_next = None if gap is None else last + timedelta(days=round(gap))
+        needed = stats.first_silence_at(gaps, span, regularity, alpha)
+        if needed is not None:
+            changes_on = last + timedelta(days=max(needed, rule.min_days))
+    gap = span / gaps
 
     def explain() -> dict[str, Any]:
+        expected = silent / gap
         return {
+            "summary": f"visited every {gap:.0f} days for {_months(span)}; no visit for "
+            f"{silent} days, {expected:.0f} expected",
             "last_visit_on": last.isoformat(),
             "days_since_last_visit": silent,
-            "mean_gap_days": None if gap is None else round(gap, 1),
-            "expected_next_visit_on": expected_next and expected_next.isoformat(),
-            "p_no_purchase_within": round(scores.p_no_purchase_within, 4),
-            "horizon_days": policy.horizon_days,
-            "p_alive": round(scores.p_alive, 4),
-            "score_threshold": rule.score_threshold,
-            "gap_limit_days": gap_limit,
-            "triggered_by": [name for name, hit in (("score", by_score), ("gap", by_gap)) if hit],
+            "mean_gap_days": round(gap, 1),
+            "expected_visits_since": round(expected, 1),
+            "regularity": regularity,
+            "p_value": _rounded(p_value),
+            "significance": _rounded(alpha),
         }
 
-    return Verdict(firing, scores.p_no_purchase_within, explain, _earliest(changes, as_of))
+    return Verdict(firing, 1.0 - p_value, explain, changes_on, 1.0, p_value)
+
+
+def _gaps(days: list[str]) -> list[int]:
+    ordinals = [date.fromisoformat(day).toordinal() for day in days]
+    return [later - earlier for earlier, later in itertools.pairwise(ordinals)]
+
+
+def _rounded(p: float) -> float:
+    return float(f"{p:.3g}")
+
+
+def _frequency_drop(
+    state: CustomerState, weeks: _Weeks, rule: FrequencyDrop, alpha: float
+) -> Verdict:
+    """The recent window where the fall is clearest, against everything before it since the
+    first visit (the visits before the kept year come from the customer's totals)."""
+    assert state.first_visit_on is not None
+    in_current = weeks.visits.get(weeks.current, 0)
+    tried: list[tuple[float, int, int, int, int, float, float]] = []
+    for recent_weeks in RECENT_WEEKS:
+        start = weeks.current - recent_weeks
+        earlier_days = (week_start(start) - state.first_visit_on).days
+        if start < weeks.kept_from or earlier_days < MIN_EARLIER_DAYS:
+            continue
+        recent = weeks.visits_between(start, weeks.current)
+        earlier = state.visit_days - 1 - recent - in_current  # the first visit left out
+        if earlier < MIN_EARLIER_VISITS:
+            continue
+        recent_days = recent_weeks * 7
+        # The customer's own spread from the gaps before the window (a change inside it
+        # must not make its own test weaker).
+        before = week_start(start).isoformat()
+        dispersion = stats.dispersion_of(_gaps([d for d in state.recent_days if d < before]))
+        ratio = (recent / recent_days) / (earlier / earlier_days)
+        p_value = stats.rate_fall_p_value(recent, recent_days, earlier, earlier_days, dispersion)
+        tried.append((p_value, recent_weeks, recent, earlier, earlier_days, ratio, dispersion))
+    if not tried:
+        known_on = week_start(weeks.first + RECENT_WEEKS[0] + MIN_EARLIER_DAYS // 7 + 1)
+        return Verdict(False, 0.0, _no_baseline, max(known_on, weeks.as_of + timedelta(days=1)))
+    large = [entry for entry in tried if entry[5] <= rule.max_ratio] or tried
+    p_min, recent_weeks, recent, earlier, earlier_days, ratio, dispersion = min(large)
+    p_value = min(p_min * len(tried), 1.0)
+    firing = ratio <= rule.max_ratio and p_value <= alpha
+    changes_on = _next_monday(weeks)
+
+    def explain() -> dict[str, Any]:
+        before_gap = earlier_days / earlier
+        expected = earlier / earlier_days * recent_weeks * 7
+        now = f"every {recent_weeks * 7 / recent:.0f} days" if recent else "not at all"
+        return {
+            "summary": f"visited every {before_gap:.0f} days over {_months(earlier_days)}; "
+            f"{recent} visits in the last {recent_weeks} weeks, {expected:.0f} expected "
+            f"({now})",
+            "recent_weeks": recent_weeks,
+            "recent_visits": recent,
+            "expected_recent_visits": round(expected, 1),
+            "earlier_days": earlier_days,
+            "earlier_visits": earlier,
+            "ratio": round(ratio, 3),
+            "dispersion": round(dispersion, 3),
+            "windows_tried": len(tried),
+            "p_value": _rounded(p_value),
+            "significance": _rounded(alpha),
+        }
+
+    stake = max(0.0, min(1.0, 1.0 - ratio))
+    return Verdict(firing, stake, explain, changes_on, stake, p_value)
+
+
+def _next_monday(weeks: _Weeks) -> date | None:
+    """The windows slide every Monday; once the oldest has passed the last visit, only a new
+    visit can change their answer."""
+    if weeks.last >= weeks.current - RECENT_WEEKS[-1] - 1:
+        return week_start(weeks.current + 1)
+    return None
 
 
 def _no_baseline() -> dict[str, Any]:
-    return {"reason": "not enough baseline yet"}
+    return {"reason": "not enough history yet"}
 
 
-@dataclass(frozen=True, slots=True)
-class _Totals:
-    """Visits and net spend in the recent and baseline windows of complete weeks."""
-
-    recent: int
-    recent_amount: int
-    baseline: int
-    baseline_amount: int
-    baseline_weeks: int  # the baseline's weeks since the first visit
-    baseline_squares: int  # sum of squared visits per baseline week (for the dispersion)
-    changes_on: date | None
-
-
-def _windows(
-    state: CustomerState, rule: FrequencyDrop | SpendDrop, as_of: date
-) -> _Totals | Verdict:
-    """The window totals, or a quiet verdict while under half the baseline is known."""
-    assert state.first_visit_on is not None
-    first_week = week_index(state.first_visit_on)
-    current = week_index(as_of)
-    recent_from = current - rule.recent_weeks
-    baseline_from = max(recent_from - rule.baseline_weeks, first_week)
-    known_weeks = recent_from - baseline_from
-    if known_weeks * 2 < rule.baseline_weeks:
-        known_on = week_start(first_week + rule.recent_weeks + math.ceil(rule.baseline_weeks / 2))
-        return Verdict(False, 0.0, _no_baseline, known_on)
-    recent, baseline = [0, 0], [0, 0]
-    squares = 0
-    in_windows = False
-    for week, (visits, amount) in state.weekly.items():
-        index = int(week)
-        in_windows = in_windows or (index >= recent_from - rule.baseline_weeks and visits > 0)
-        if recent_from <= index < current:
-            recent[0] += visits
-            recent[1] += amount
-        elif baseline_from <= index < recent_from:
-            baseline[0] += visits
-            baseline[1] += amount
-            squares += visits * visits
-    # The answer can change each Monday while a week with visits is inside the windows; once
-    # they have slid past the last visit, only a new visit can change it.
-    changes_on = week_start(current + 1) if in_windows else None
-    return _Totals(recent[0], recent[1], baseline[0], baseline[1], known_weeks, squares, changes_on)
-
-
-def _frequency_drop(rule: FrequencyDrop, totals: _Totals | Verdict) -> Verdict:
-    if isinstance(totals, Verdict):
-        return totals
-    recent, baseline, baseline_weeks = totals.recent, totals.baseline, totals.baseline_weeks
-    recent_rate = recent / rule.recent_weeks
-    baseline_rate = baseline / baseline_weeks
-    ratio = recent_rate / baseline_rate if baseline_rate > 0 else 1.0
-    dispersion = _dispersion(baseline, totals.baseline_squares, baseline_weeks)
-    p_value = _fall_p_value(recent, rule.recent_weeks, baseline, baseline_weeks, dispersion)
-    # Complete silence is the inactivity rule's to report, not a drop in frequency.
-    firing = recent > 0 and ratio <= rule.max_ratio and p_value <= rule.max_p_value
+def _spend_drop(weeks: _Weeks, rule: SpendDrop, alpha: float) -> Verdict:
+    """Spend per visit on the log scale, week by week (a week's mean over its visits counts
+    with the weight of its visits), recent window against the kept weeks before it."""
+    points = [
+        (week, visits, math.log(weeks.amounts[week] / visits))
+        for week, visits in sorted(weeks.visits.items())
+        if visits > 0 and weeks.amounts.get(week, 0) > 0 and week < weeks.current
+    ]
+    tried: list[tuple[float, int, int, float, int, float, float]] = []
+    for recent_weeks in RECENT_WEEKS:
+        start = weeks.current - recent_weeks
+        recent = [(v, y) for week, v, y in points if week >= start]
+        earlier = [(v, y) for week, v, y in points if week < start]
+        n_recent, n_earlier = sum(v for v, _ in recent), sum(v for v, _ in earlier)
+        if n_recent < rule.min_recent_visits or n_earlier < rule.min_baseline_visits:
+            continue
+        if len(earlier) < 2:
+            continue
+        mean_recent = sum(v * y for v, y in recent) / n_recent
+        mean_earlier = sum(v * y for v, y in earlier) / n_earlier
+        squares = sum(v * (y - mean_earlier) ** 2 for v, y in earlier)
+        df = len(earlier) - 1 + SPEND_PRIOR_WEEKS
+        sigma = math.sqrt((squares + SPEND_PRIOR_WEEKS * SPEND_SIGMA_PRIOR**2) / df)
+        t = (mean_recent - mean_earlier) / (sigma * math.sqrt(1 / n_recent + 1 / n_earlier))
+        p_value = stats.normal_cdf(stats.t_to_z(t, df))
+        ratio = math.exp(mean_recent - mean_earlier)
+        tried.append((p_value, recent_weeks, n_recent, ratio, n_earlier, mean_recent, sigma))
+    if not tried:
+        return Verdict(False, 0.0, _no_baseline, _next_monday(weeks))
+    large = [entry for entry in tried if entry[3] <= rule.max_ratio] or tried
+    p_min, recent_weeks, n_recent, ratio, n_earlier, mean_recent, sigma = min(large)
+    p_value = min(p_min * len(tried), 1.0)
+    firing = ratio <= rule.max_ratio and p_value <= alpha
+    start = weeks.current - recent_weeks
 
     def explain() -> dict[str, Any]:
+        before = _spend(weeks, weeks.kept_from, start)
+        after = _spend(weeks, start, weeks.current)
         return {
-            "recent_weeks": rule.recent_weeks,
-            "baseline_weeks": baseline_weeks,
-            "recent_visits": recent,
-            "baseline_visits": baseline,
-            "recent_visits_per_week": round(recent_rate, 3),
-            "baseline_visits_per_week": round(baseline_rate, 3),
+            "summary": f"spend per visit fell from {before:.2f} to {after:.2f} over the "
+            f"last {n_recent} visits ({recent_weeks} weeks)",
+            "recent_weeks": recent_weeks,
+            "recent_visits": n_recent,
+            "earlier_visits": n_earlier,
+            "recent_spend_per_visit": round(after, 2),
+            "earlier_spend_per_visit": round(before, 2),
             "ratio": round(ratio, 3),
-            "dispersion": round(dispersion, 3),
-            "p_value": round(p_value, 6),
+            "log_spread": round(sigma, 3),
+            "windows_tried": len(tried),
+            "p_value": _rounded(p_value),
+            "significance": _rounded(alpha),
         }
 
-    return Verdict(firing, max(0.0, 1.0 - ratio), explain, totals.changes_on)
+    stake = max(0.0, min(1.0, 1.0 - ratio))
+    return Verdict(firing, stake, explain, _next_monday(weeks), stake, p_value)
 
 
-# Regular customers vary less from week to week than a Poisson process would; their
-# dispersion is floored here so that a handful of weeks cannot make a test overconfident.
-MIN_DISPERSION = 0.25
+def _spend(weeks: _Weeks, start: int, end: int) -> float:
+    visits = weeks.visits_between(start, end)
+    amount = sum(a for week, a in weeks.amounts.items() if start <= week < end)
+    return amount / Money.SCALE / visits if visits else 0.0
 
 
-def _dispersion(visits: int, squares: int, weeks: int) -> float:
-    """Variance over mean of the visits per baseline week (1 for a Poisson process)."""
-    if visits == 0 or weeks < 2:
-        return 1.0
-    mean = visits / weeks
-    variance = (squares - visits * mean) / (weeks - 1)
-    return max(variance / mean, MIN_DISPERSION)
-
-
-def _fall_p_value(
-    recent: int, recent_weeks: int, baseline: int, baseline_weeks: int, dispersion: float
-) -> float:
-    """One-sided p-value of "the visit rate did not fall": the conditional test of two
-    Poisson rates (given all n visits, the recent window's share is Binomial(n, s) if the rate
-    is unchanged), in its normal form with continuity correction, with the variance scaled
-    by the customer's own dispersion (quasi-Poisson). A customer who visits rarely has too
-    few visits for any fall to be significant, so cannot raise a false alarm."""
-    n = recent + baseline
-    if baseline == 0 or n == 0:
-        return 1.0
-    share = recent_weeks / (recent_weeks + baseline_weeks)
-    spread = math.sqrt(dispersion * n * share * (1 - share))
-    z = (recent + 0.5 - n * share) / spread
-    return 0.5 * math.erfc(-z / math.sqrt(2))  # the normal CDF (scipy's costs 50 us a call)
-
-
-def _spend_drop(rule: SpendDrop, totals: _Totals | Verdict) -> Verdict:
-    if isinstance(totals, Verdict):
-        return totals
-    recent, baseline, baseline_weeks = totals.recent, totals.baseline, totals.baseline_weeks
-    recent_per_visit = totals.recent_amount / Money.SCALE / recent if recent else 0.0
-    baseline_per_visit = totals.baseline_amount / Money.SCALE / baseline if baseline else 0.0
-    enough = recent >= rule.min_recent_visits and baseline >= rule.min_baseline_visits
-    ratio = recent_per_visit / baseline_per_visit if baseline_per_visit > 0 else 1.0
-    firing = enough and ratio <= rule.max_ratio
-
-    def explain() -> dict[str, Any]:
-        return {
-            "recent_weeks": rule.recent_weeks,
-            "baseline_weeks": baseline_weeks,
-            "recent_visits": recent,
-            "baseline_visits": baseline,
-            "recent_spend_per_visit": round(recent_per_visit, 2),
-            "baseline_spend_per_visit": round(baseline_per_visit, 2),
-            "ratio": round(ratio, 3),
-        }
-
-    return Verdict(firing, max(0.0, min(1.0, 1.0 - ratio)), explain, totals.changes_on)
-
-
-def _category_lapse(state: CustomerState, rule: CategoryLapse, as_of: date) -> Verdict:
-    lapsed: list[dict[str, Any]] = []
-    habitual = 0
-    changes: list[date | None] = []
+def _category_lapse(
+    state: CustomerState, weeks: _Weeks, rule: CategoryLapse, alpha: float
+) -> Verdict:
+    """For each habit, the chance of the visits in a row without it since it was last
+    bought, given the share of visits that included it; corrected for the habits tried.
+    Visits are counted by week, so those in the week it was last bought are left out of the
+    run and counted as visits without it: both err towards fewer alarms."""
+    habits: list[tuple[str, int, date, date]] = []
+    purchases_all = 0
     for category, tally in sorted(state.categories.items()):
+        purchases_all += int(tally[0])
         if len(tally) < 3 or int(tally[0]) < rule.min_purchases:
             continue  # not a habit (or a tally from before first days were kept)
-        count, last, first = (
-            int(tally[0]),
-            date.fromisoformat(str(tally[1])),
-            date.fromisoformat(str(tally[2])),
-        )
-        gap = (last - first).days / (count - 1)
-        if gap <= 0:
-            continue
-        habitual += 1
-        limit = max(rule.min_days, math.ceil(rule.gap_multiple * gap))
-        silent = (as_of - last).days
-        if silent < limit:
-            changes.append(last + timedelta(days=limit))
-            continue
-        since = sum(
-            visits for week, (visits, _) in state.weekly.items() if int(week) > week_index(last)
-        )
-        if since >= rule.min_visits_since:
-            lapsed.append(
-                {
-                    "category": category,
-                    "purchases": count,
-                    "last_bought_on": last.isoformat(),
-                    "mean_gap_days": round(gap, 1),
-                    "days_since": silent,
-                    "visits_since": since,
-                }
+        habits.append(
+            (
+                category,
+                int(tally[0]),
+                date.fromisoformat(str(tally[1])),
+                date.fromisoformat(str(tally[2])),
             )
-    score = len(lapsed) / habitual if habitual else 0.0
+        )
+    lapsed: list[dict[str, Any]] = []
+    changes: list[date | None] = []
+    strongest = 1.0
+    stake = 0.0
+    for category, purchases, last, first in habits:
+        last_week = week_index(last)
+        run = weeks.visits_between(last_week + 1, weeks.current + 1)
+        earlier = weeks.visits_between(weeks.kept_from, week_index(first))
+        trials = state.visit_days - run - earlier
+        p_value = min(stats.run_without_p_value(purchases - 1, trials - 1, run) * len(habits), 1.0)
+        strongest = min(strongest, p_value)
+        if p_value > alpha or run < rule.min_visits_since:
+            continue  # only another visit can change this
+        silent = (weeks.as_of - last).days
+        if silent < rule.min_days:
+            changes.append(last + timedelta(days=rule.min_days))
+            continue
+        share = purchases / purchases_all
+        stake += share
+        lapsed.append(
+            {
+                "category": category,
+                "summary": f"bought {category} on {purchases} of {trials} visits; none in "
+                f"the last {run} visits ({silent} days)",
+                "purchases": purchases,
+                "visits": trials,
+                "last_bought_on": last.isoformat(),
+                "days_since": silent,
+                "visits_since": run,
+                "share_of_purchases": round(share, 3),
+                "p_value": _rounded(p_value),
+            }
+        )
+    lapsed.sort(key=lambda entry: entry["p_value"])
+
+    def explain() -> dict[str, Any]:
+        return {
+            "summary": "; ".join(entry["summary"] for entry in lapsed),
+            "lapsed": lapsed,
+            "habitual_categories": len(habits),
+            "p_value": _rounded(strongest),
+            "significance": _rounded(alpha),
+        }
+
+    score = len(lapsed) / len(habits) if habits else 0.0
     return Verdict(
         bool(lapsed),
         score,
-        lambda: {"lapsed": lapsed, "habitual_categories": habitual},
-        _earliest(changes, as_of),
+        explain,
+        _earliest(changes, weeks.as_of),
+        min(stake, 1.0),
+        strongest,
     )
 
 

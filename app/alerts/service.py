@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from sqlalchemy import Connection, text
@@ -34,6 +33,7 @@ logger = logging.getLogger("radar.alerts")
 CUSTOMER_RETURNED = "customer_returned"  # they visited again and the rule no longer holds
 CONDITION_CLEARED = "condition_cleared"  # the rule no longer holds (windows moved, new model)
 POLICY_CHANGED = "policy_changed"  # the rule was disabled or the customer excluded
+# rules.MUTED, "explained_by_inactivity": the customer went silent, and that alert says it all
 
 _VERSIONS = text(
     "SELECT (SELECT coalesce(max(version), 0) FROM policies), "
@@ -77,8 +77,6 @@ class Evaluator:
         connection: Connection,
         states: Sequence[CustomerState],
         now: datetime,
-        *,
-        find_crossings: bool = False,
     ) -> AlertChanges:
         """Decide every customer's alerts and set their `next_check_at`; write nothing yet.
 
@@ -118,21 +116,9 @@ class Evaluator:
                 policy.value.horizon_days, policy.value.annual_discount_rate
             ),
         )
-        threshold = policy.rules.inactivity.score_threshold
-        crossings: list[date | None] = [None] * len(candidates)
-        known = find_crossings and policy.rules.inactivity.enabled and threshold is not None
-        if known and threshold is not None:
-            crossings = scoring.quiet_until(
-                candidates, model.params, as_of, policy.horizon_days, threshold
-            )
-        for state, score, crossing in zip(candidates, scores, crossings, strict=True):
+        for state, score in zip(candidates, scores, strict=True):
             evaluation = rules.evaluate(
-                state,
-                score,
-                policy,
-                now,
-                inactivity_crossing=crossing if known else rules.UNKNOWN,
-                has_open_alerts=state.customer_id in open_customers,
+                state, score, policy, now, has_open_alerts=state.customer_id in open_customers
             )
             state.next_check_at = _with_alert_deadlines(
                 evaluation.next_check_at,
@@ -148,7 +134,7 @@ class Evaluator:
                     evaluation,
                     rule,
                     open_alerts.get((state.customer_id, rule)),
-                    current.version,
+                    current,
                     now,
                     self._escalate_after,
                 )
@@ -176,12 +162,14 @@ def _decide(
     evaluation: rules.Evaluation,
     rule: Rule,
     alert: AlertRow | None,
-    policy_version: int,
+    current: policies.CurrentPolicy,
     now: datetime,
     escalate_after: timedelta,
 ) -> None:
     verdict = evaluation.verdicts.get(rule)
-    value = Money.clamp(score.value_at_risk) if score else Decimal(0)
+    stake = score.value_if_retained * verdict.stake if score and verdict else 0.0
+    value = Money.clamp(stake)
+    severity = rules.severity_of(float(value), current.body)
     if verdict is not None and verdict.firing and (evaluation.eligible or alert is not None):
         if alert is None:
             changes.opened.append(
@@ -189,12 +177,12 @@ def _decide(
                     "customer_id": state.customer_id,
                     "rule": rule,
                     "status": "open",
-                    "severity": evaluation.severity,
+                    "severity": severity,
                     "score": verdict.score,
                     "value_at_risk": value,
                     "store_id": state.home_store,
                     "evidence": verdict.evidence,
-                    "policy_version": policy_version,
+                    "policy_version": current.version,
                     "opened_at": now,
                     "updated_at": now,
                     "resolved_at": None,
@@ -204,14 +192,14 @@ def _decide(
             return
         # Still firing: refresh the numbers; a change of severity is news to announce, and so
         # is the end of a snooze (the alert is back in the open queue).
-        kind = "alert.updated" if alert.severity != evaluation.severity else None
+        kind = "alert.updated" if alert.severity != severity else None
         if alert.status == "snoozed" and (
             alert.snoozed_until is None or alert.snoozed_until <= now
         ):
             alert.status, alert.snoozed_until, kind = "open", None, "alert.updated"
         if escalation_due(alert, escalate_after, now):
             alert.escalated_at, kind = now, "alert.escalated"  # acknowledged, then left
-        alert.severity, alert.score, alert.value_at_risk = evaluation.severity, verdict.score, value
+        alert.severity, alert.score, alert.value_at_risk = severity, verdict.score, value
         alert.evidence, alert.updated_at = verdict.evidence, now
         changes.changed.append((kind, alert))
         return
@@ -219,6 +207,8 @@ def _decide(
         return
     if verdict is None or evaluation.excluded:
         reason = POLICY_CHANGED
+    elif verdict.muted_by is not None:
+        reason = rules.MUTED
     elif state.last_visit_on is not None and state.last_visit_on >= alert.opened_at.date():
         reason = CUSTOMER_RETURNED
     else:
@@ -345,7 +335,7 @@ def _sweep_batch(
         states = customers.claim_one(connection, customer, now)
     else:
         states = customers.claim_due(connection, now, limit)
-    changes = evaluator.evaluate(connection, states, now, find_crossings=True)
+    changes = evaluator.evaluate(connection, states, now)
     customers.save_next_checks(connection, states)
     evaluator.write(connection, changes)
     setaside.clear(connection, SWEEPER, [s.customer_id for s in states])

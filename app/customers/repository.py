@@ -58,26 +58,28 @@ def record_visit_days(
 _STATE_COLUMNS = (
     "customer_id", "first_visit_on", "last_visit_on", "visit_days", "purchases", "refunds",
     "purchase_amount", "refund_amount", "first_visit_amount", "weekly", "categories", "stores",
-    "home_store", "segment", "segment_on", "next_check_at", "staff", "home_staff", "updated_at",
+    "home_store", "segment", "segment_on", "next_check_at", "staff", "home_staff", "recent_days",
+    "updated_at",
 )  # fmt: skip
 _PG_STATE_TYPES = (
     "text", "date", "date", "int4", "int4", "int4", "int8", "int8", "int8", "text", "text",
-    "text", "text", "text", "date", "timestamptz", "text", "text", "timestamptz",
+    "text", "text", "text", "date", "timestamptz", "text", "text", "text", "timestamptz",
 )  # fmt: skip
 _SELECT_STATES = f"SELECT {', '.join(_STATE_COLUMNS[:-1])} FROM customers "  # noqa: S608
 # Like the event insert, these run once per group commit with rows ready for the driver:
 # SQLAlchemy's per-value processing of three JSON columns cost more than the events did.
 _PG_CREATE = (
     "INSERT INTO customers (customer_id, visit_days, purchases, refunds, purchase_amount, "
-    "refund_amount, first_visit_amount, weekly, categories, stores, staff, updated_at) "
-    "SELECT c, 0, 0, 0, 0, 0, 0, '{}', '{}', '{}', '{}', $2 FROM unnest($1::text[]) AS u(c) "
+    "refund_amount, first_visit_amount, weekly, categories, stores, staff, recent_days, "
+    "updated_at) SELECT c, 0, 0, 0, 0, 0, 0, '{}', '{}', '{}', '{}', '[]', $2 "
+    "FROM unnest($1::text[]) AS u(c) "
     "ORDER BY c ON CONFLICT DO NOTHING"
 )
 _PG_UPDATE = (
     "UPDATE customers SET "  # noqa: S608 - constant column names
     + ", ".join(
         f"{name} = u.{name}::jsonb"
-        if name in ("weekly", "categories", "stores", "staff")
+        if name in ("weekly", "categories", "stores", "staff", "recent_days")
         else f"{name} = u.{name}"
         for name in _STATE_COLUMNS[1:]
     )
@@ -249,6 +251,7 @@ def _row(state: CustomerState, now: datetime) -> tuple[Any, ...]:
         state.next_check_at,
         orjson.dumps(state.staff).decode(),
         state.home_staff,
+        orjson.dumps(state.recent_days).decode(),
         now,
     )
 
@@ -264,7 +267,8 @@ def _sqlite(row: tuple[Any, ...]) -> tuple[Any, ...]:
         sqlite_timestamp(row[15]),
         row[16],
         row[17],
-        sqlite_timestamp(row[18]),
+        row[18],
+        sqlite_timestamp(row[19]),
     )
 
 
@@ -306,6 +310,7 @@ def _state(row: Any) -> CustomerState:
         next_check_at=instant(row[15]),
         staff=document(row[16]),
         home_staff=row[17],
+        recent_days=document(row[18]) or [],
     )
 
 

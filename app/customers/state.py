@@ -7,6 +7,7 @@ events in any order give the same state, which is what makes late events and reb
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -25,6 +26,10 @@ TOTAL_CEILING = 2**63 - 1
 MAX_CATEGORIES = 500
 MAX_STORES = 100
 MAX_STAFF = 100
+# The latest visit days kept exactly, for the rules' tests (the gaps between them show how
+# regular a customer is; weekly counts cannot). Keeping the latest N of a set of days does
+# not depend on the order the days arrive in.
+RECENT_VISITS = 64
 _MONDAY = date(1970, 1, 5)
 
 
@@ -75,6 +80,8 @@ class CustomerState:
     # The segment on the latest day one was sent (ties: the greatest name), and that day.
     segment: str | None = None
     segment_on: date | None = None
+    # The latest RECENT_VISITS visit days, ISO, ascending.
+    recent_days: list[str] = field(default_factory=list)
     # When the rules must look at this customer again if no event comes: set by the
     # evaluation, not by the events, so it takes no part in comparing patterns.
     next_check_at: datetime | None = field(default=None, compare=False)
@@ -119,8 +126,17 @@ class CustomerState:
         if event.new_visit:
             self.visit_days += 1
             bucket[0] += 1
+            self._recent(day)
             self.first_visit_on = min(self.first_visit_on or event.day, event.day)
             self.last_visit_on = max(self.last_visit_on or event.day, event.day)
+
+    def _recent(self, day: str) -> None:
+        days = self.recent_days
+        if day in days or (len(days) >= RECENT_VISITS and day < days[0]):
+            return
+        bisect.insort(days, day)
+        if len(days) > RECENT_VISITS:
+            del days[0]
 
     def _refund(self, event: EventFacts) -> None:
         self.refunds += 1

@@ -29,6 +29,7 @@ from app.scoring.spend import GammaGammaParams
 MIN_CUSTOMERS_TO_FIT = 200
 # Repeat customers with spend needed to fit Gamma-Gamma's three parameters.
 MIN_CUSTOMERS_TO_FIT_SPEND = 100
+MIN_P_ALIVE = 0.05
 # Used until the first fit: Pareto/NBD's published CDNOW estimates (r=0.55, alpha=10.58,
 # s=0.61, beta=11.67 in weeks), in days. A retailer's own fit replaces them as soon as it can.
 PRIOR = ParetoNbdParams(r=0.55, alpha=10.58 * 7, s=0.61, beta=11.67 * 7)
@@ -64,6 +65,10 @@ class Scores:
     days_since_last_visit: int
     expected_spend_per_visit: float
     value_at_risk: float
+    # The value if they stay a customer: value at risk given alive (the expected value is
+    # P(alive) times it), P(alive) floored at MIN_P_ALIVE so that it stays the customer's
+    # own value and does not grow without bound for one long gone.
+    value_if_retained: float = 0.0
 
 
 async def refit(transactions: TransactionRunner, as_of: date) -> ModelFit | None:
@@ -231,6 +236,7 @@ def score_many(
             days_since_last_visit=int(view.T[k] - view.t_x[k]),
             expected_spend_per_visit=round(float(per_visit[k]), 2),
             value_at_risk=round(float(future[k]), 2),
+            value_if_retained=round(float(future[k]) / max(float(p_alive[k]), MIN_P_ALIVE), 2),
         )
     return results
 
