@@ -36,7 +36,7 @@ How
 
     A last, separate run at 1% due times the steps of each sweep batch (claim query,
     evaluation, storing next checks, writing alerts, commit) with the same functions
-    sweep() calls, and scoring alone (score_many + quiet_until, re-run on the same states).
+    sweep() calls, and scoring alone (score_many, re-run on the same states).
 
     SQLite: a temporary file, journal_mode=WAL as the service sets it, synchronous=FULL
     (the service's default; --sqlite-synchronous NORMAL to compare). PostgreSQL:
@@ -521,7 +521,7 @@ async def phase_breakdown(
 
 
 def time_scoring(connection: Connection, states: Sequence[Any], evaluator: Evaluator) -> float:
-    """score_many + quiet_until again on the claimed states, as `evaluate` calls them."""
+    """score_many again on the claimed states, as `evaluate` calls it."""
     if not states:
         return 0.0
     current, model = evaluator.context(connection)
@@ -531,9 +531,6 @@ def time_scoring(connection: Connection, states: Sequence[Any], evaluator: Evalu
     scoring.score_many(
         states, model.params, CLOCK.date(), policy.horizon_days, spend=model.spend, value=value
     )
-    threshold = policy.rules.inactivity.score_threshold
-    if threshold is not None:
-        scoring.quiet_until(states, model.params, CLOCK.date(), policy.horizon_days, threshold)
     return time.perf_counter() - started
 
 

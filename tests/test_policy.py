@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from app.kit.settings import Settings
 from app.main import create_app
-from app.policy.schemas import PolicyBody
+from app.policy.schemas import RULES, PolicyBody
 from app.policy.service import PolicyFileError, read_file
 from tests.conftest import Keys
 
@@ -27,14 +27,10 @@ async def test_the_defaults_apply_until_a_policy_is_stored(
     assert response.status_code == 200
     body = response.json()
     assert (body["version"], body["source"], body["created_at"]) == (0, "default", None)
-    assert body["rules"]["inactivity"] == {
-        "enabled": True,
-        "score_threshold": 0.8,
-        "gap_multiple": 3.0,
-        "min_days": 14,
-    }
+    assert body["rules"]["inactivity"] == {"enabled": True, "share": 2.5, "min_days": 14}
+    assert body["false_alarms"] == {"per_100_customers": 5.0}
     assert body["horizon_days"] == 90
-    assert body["loyalty"] == {"min_visits": 4, "min_tenure_days": 60}
+    assert body["loyalty"] == {"min_visits": 4, "min_tenure_days": 60, "lost_after_days": 365}
 
 
 async def test_put_stores_a_new_version_with_defaults_for_what_is_omitted(
@@ -50,7 +46,7 @@ async def test_put_stores_a_new_version_with_defaults_for_what_is_omitted(
     assert (stored["version"], stored["source"], stored["horizon_days"]) == (1, "api", 60)
     assert stored["created_by"].startswith("admin (rk_")
     assert stored["rules"]["spend_drop"]["enabled"] is False
-    assert stored["rules"]["spend_drop"]["max_ratio"] == 0.5  # the default, filled in
+    assert stored["rules"]["spend_drop"]["max_ratio"] == 0.7  # the default, filled in
     assert stored["rules"]["frequency_drop"]["enabled"] is True
 
     second = await client.put("/v1/policy", json={}, headers=keys.manage)
@@ -64,15 +60,12 @@ async def test_put_stores_a_new_version_with_defaults_for_what_is_omitted(
     [
         ({"horizon_days": 3}, "/horizon_days"),
         ({"surprise": 1}, "/surprise"),
-        ({"rules": {"inactivity": {"score_threshold": 1.5}}}, "/rules/inactivity/score_threshold"),
-        (
-            {"rules": {"inactivity": {"score_threshold": None, "gap_multiple": None}}},
-            "/rules/inactivity",
-        ),
-        (
-            {"rules": {"frequency_drop": {"recent_weeks": 20, "baseline_weeks": 40}}},
-            "/rules/frequency_drop",
-        ),
+        ({"rules": {"inactivity": {"share": 0}}}, "/rules/inactivity/share"),
+        ({"rules": {"inactivity": {"score_threshold": 0.8}}}, "/rules/inactivity/score_threshold"),
+        ({"rules": {"frequency_drop": {"max_ratio": 1}}}, "/rules/frequency_drop/max_ratio"),
+        ({"false_alarms": {"per_100_customers": 0}}, "/false_alarms/per_100_customers"),
+        ({"false_alarms": {"per_100_customers": 51}}, "/false_alarms/per_100_customers"),
+        ({"loyalty": {"lost_after_days": 7}}, "/loyalty/lost_after_days"),
         (
             {"rules": {"category_lapse": {"min_purchases": "many"}}},
             "/rules/category_lapse/min_purchases",
@@ -157,3 +150,23 @@ def test_a_bad_policy_file_is_reported_with_the_field(
 def test_a_missing_policy_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(PolicyFileError, match="cannot read the policy file"):
         read_file(tmp_path / "absent.json")
+
+
+def test_the_budget_is_shared_by_the_enabled_rules_in_proportion() -> None:
+    policy = PolicyBody.model_validate(
+        {
+            "false_alarms": {"per_100_customers": 6},
+            "rules": {
+                "inactivity": {"share": 3},
+                "frequency_drop": {"share": 1},
+                "spend_drop": {"enabled": False, "share": 50},
+                "category_lapse": {"share": 2},
+            },
+        }
+    )
+    alpha = policy.rules.significance(policy.false_alarms)
+    assert alpha == pytest.approx(
+        {"inactivity": 0.03, "frequency_drop": 0.01, "category_lapse": 0.02}
+    )
+    nothing = PolicyBody.model_validate({"rules": {rule: {"enabled": False} for rule in RULES}})
+    assert nothing.rules.significance(nothing.false_alarms) == {}

@@ -1,18 +1,23 @@
-"""The policy's rules and the next-check arithmetic, on hand-built patterns (no I/O)."""
+"""The policy's rules, their tests' arithmetic and calibration, on hand-built patterns (no
+I/O). The closed forms in app/alerts/stats.py are checked against scipy's distributions."""
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from scipy.stats import betabinom, nbinom, norm
+from scipy.stats import t as student
 
-from app.alerts import rules
-from app.customers.state import CustomerState, EventFacts
+from app.alerts import rules, stats
+from app.customers.state import RECENT_VISITS, CustomerState, EventFacts
 from app.policy.schemas import PolicyBody
-from app.scoring import pareto
-from app.scoring.service import PRIOR, quiet_until, score
+from app.scoring.service import PRIOR, score
 
 POLICY = PolicyBody()
+ALPHA = POLICY.rules.significance(POLICY.false_alarms)
 
 
 def customer(
@@ -30,14 +35,105 @@ def at(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, 10, tzinfo=UTC)
 
 
-def evaluate(state: CustomerState, day: date, policy: PolicyBody = POLICY) -> rules.Evaluation:
+def evaluate(
+    state: CustomerState, day: date, policy: PolicyBody = POLICY, *, has_open_alerts: bool = False
+) -> rules.Evaluation:
     scores = score(state, PRIOR, day, policy.horizon_days)
-    crossing = quiet_until(
-        [state], PRIOR, day, policy.horizon_days, policy.rules.inactivity.score_threshold or 0.8
-    )[0]
-    return rules.evaluate(
-        state, scores, policy, at(day), inactivity_crossing=crossing, has_open_alerts=False
-    )
+    return rules.evaluate(state, scores, policy, at(day), has_open_alerts=has_open_alerts)
+
+
+def test_the_default_budget_is_shared_as_documented() -> None:
+    assert sum(ALPHA.values()) == pytest.approx(0.05)
+    assert ALPHA["inactivity"] == pytest.approx(0.05 * 2.5 / 7.5)
+    assert ALPHA["frequency_drop"] == pytest.approx(0.05 * 3 / 7.5)
+
+
+@pytest.mark.parametrize("shape", [1, 2, 3, 4])
+@pytest.mark.parametrize(("gaps", "span", "silent"), [(3, 40, 10), (11, 77, 21), (50, 400, 5)])
+def test_silence_survival_is_the_negative_binomial_cdf(
+    shape: int, gaps: int, span: int, silent: int
+) -> None:
+    expected = nbinom.cdf(shape - 1, gaps + 0.5, span / (span + shape * silent))
+    assert stats.silence_survival(gaps, span, silent, shape) == pytest.approx(expected, rel=1e-9)
+
+
+def test_first_silence_is_the_first_day_below_alpha() -> None:
+    for gaps, span, shape in [(11, 77, 4), (5, 150, 1), (30, 300, 2)]:
+        day = stats.first_silence_at(gaps, span, shape, 0.01)
+        assert day is not None
+        assert stats.silence_survival(gaps, span, day, shape) <= 0.01
+        assert stats.silence_survival(gaps, span, day - 1, shape) > 0.01
+    assert stats.first_silence_at(1, 3000, 1, 1e-9) is None  # not within ten years
+
+
+@pytest.mark.parametrize(("purchases", "trials", "run"), [(3, 10, 4), (20, 21, 2), (5, 60, 30)])
+def test_a_run_without_a_category_is_the_beta_binomial_zero(
+    purchases: int, trials: int, run: int
+) -> None:
+    expected = betabinom.pmf(0, run, purchases + 0.5, trials - purchases + 0.5)
+    assert stats.run_without_p_value(purchases, trials, run) == pytest.approx(expected, 1e-9)
+
+
+@pytest.mark.parametrize("df", [3, 5, 10, 30])
+@pytest.mark.parametrize("value", [-6.0, -4.0, -2.5, -1.0, 0.5])
+def test_the_t_statistic_maps_to_the_normal_deviate_of_its_tail(df: int, value: float) -> None:
+    exact = norm.ppf(student.cdf(value, df))
+    approximate = stats.t_to_z(value, df)
+    assert approximate == pytest.approx(exact, abs=0.035)
+    if abs(exact) >= 1.5:  # in the tails that decide, never a stronger claim than exact
+        assert abs(approximate) <= abs(exact)
+
+
+def test_regularity_and_dispersion_come_from_the_gaps() -> None:
+    assert stats.regularity_of([7] * 11) == stats.MAX_REGULARITY
+    assert stats.regularity_of([1, 1, 1, 25] * 4) == 1  # bunched: no regularity to rely on
+    assert stats.regularity_of([7, 7]) < stats.MAX_REGULARITY  # too few gaps to trust
+    assert stats.dispersion_of([7] * 40) == stats.MIN_DISPERSION
+    assert stats.dispersion_of([]) == 1.0
+
+
+def test_the_inactivity_test_alarms_poisson_customers_at_its_rate() -> None:
+    """Customers who keep their (Poisson) rhythm, looked at on a random day: the share
+    whose silence the rule finds surprising is its significance, as the budget says."""
+    rng = random.Random(2026)
+    alpha = ALPHA["inactivity"]
+    alarmed = 0
+    trials = 20_000
+    for _ in range(trials):
+        gap = rng.uniform(3, 30)
+        moments, now = [0.0], 0.0
+        while now < 400:
+            now += rng.expovariate(1 / gap)
+            moments.append(now)
+        look = rng.uniform(200, 400)
+        seen = [m for m in moments if m <= look]
+        days = sorted({math.floor(m) for m in seen})
+        if len(days) < 4:
+            continue
+        silent = math.floor(look) - days[-1]
+        p = stats.silence_survival(len(days) - 1, days[-1] - days[0], silent, 1)
+        alarmed += p <= alpha
+    assert alarmed / trials <= alpha * 1.15
+
+
+def test_the_category_test_alarms_steady_habits_at_its_rate() -> None:
+    """A habit bought on a share p of visits, looked at after a random visit: the run
+    since it was last bought is surprising for a share of at most the significance."""
+    rng = random.Random(7)
+    alpha = ALPHA["category_lapse"]
+    alarmed = 0
+    trials = 20_000
+    for _ in range(trials):
+        share = rng.uniform(0.3, 0.95)
+        bought = [rng.random() < share for _ in range(rng.randint(20, 80))]
+        if bought.count(True) < 4:
+            continue
+        last = max(i for i, b in enumerate(bought) if b)
+        first = bought.index(True)
+        run = len(bought) - 1 - last
+        p = stats.run_without_p_value(bought.count(True) - 1, last - first, run)
+        alarmed += p <= alpha
+    assert alarmed / trials <= alpha * 1.15
 
 
 def test_a_rare_customer_who_misses_a_visit_raises_no_frequency_alarm() -> None:
@@ -45,46 +141,53 @@ def test_a_rare_customer_who_misses_a_visit_raises_no_frequency_alarm() -> None:
     days = every(date(2025, 1, 6), 28, 13)
     days.append(days[-1] + timedelta(weeks=8))
     verdict = evaluate(customer(days), days[-1] + timedelta(days=1)).verdicts["frequency_drop"]
-    assert verdict.evidence["ratio"] <= 0.6  # the fall is as large as for the halving one...
-    assert verdict.evidence["p_value"] > 0.01  # ...but far too few visits to be significant
+    assert verdict.evidence["ratio"] <= 0.7  # the fall is as large as for a halving one...
+    assert verdict.p_value > ALPHA["frequency_drop"]  # ...but too few visits to be sure
     assert not verdict.firing
 
 
 def test_the_fall_is_judged_against_the_customers_own_regularity() -> None:
     """The same counts are significant for a clockwork customer, not for an erratic one."""
     start = date(2025, 1, 6)  # a Monday
-    # 26 baseline weeks with 2 visits each, then 8 recent weeks with 1: clockwork.
+    # 26 weeks with 2 visits each, then 8 weeks with 1: clockwork.
     regular = [start + timedelta(weeks=w, days=d) for w in range(26) for d in (0, 3)]
     regular += [start + timedelta(weeks=26 + w) for w in range(8)]
-    # The same 52 baseline visits, bunched: 4 a week every other week.
+    # The same 52 visits before, bunched: 4 a week every other week.
     bunched = [start + timedelta(weeks=w, days=d) for w in range(0, 26, 2) for d in (0, 1, 2, 3)]
     bunched += [start + timedelta(weeks=26 + w) for w in range(8)]
     today = start + timedelta(weeks=34, days=1)
     steady = evaluate(customer(regular), today).verdicts["frequency_drop"]
     erratic = evaluate(customer(bunched), today).verdicts["frequency_drop"]
     assert steady.evidence["recent_visits"] == erratic.evidence["recent_visits"] == 8
-    assert steady.evidence["baseline_visits"] == erratic.evidence["baseline_visits"] == 52
-    assert steady.evidence["dispersion"] == rules.MIN_DISPERSION
-    assert erratic.evidence["dispersion"] > 1.5
+    assert steady.evidence["earlier_visits"] == erratic.evidence["earlier_visits"] == 51
+    assert steady.evidence["dispersion"] < 0.5 < 1.5 < erratic.evidence["dispersion"]
     assert steady.firing
-    assert steady.evidence["p_value"] < erratic.evidence["p_value"]
+    assert steady.p_value < erratic.p_value
     assert not erratic.firing
 
 
 def test_inactivity_next_check_is_the_day_the_rule_can_first_fire() -> None:
-    policy = PolicyBody.model_validate({"rules": {"inactivity": {"score_threshold": None}}})
     days = every(date(2026, 1, 5), 7, 12)  # weekly to 2026-03-23
     state = customer(days)
-    evaluation = evaluate(state, date(2026, 3, 24), policy)
-    assert not evaluation.verdicts["inactivity"].firing
-    assert evaluation.verdicts["inactivity"].changes_on == date(2026, 4, 13)  # 3 x 7 days
-    assert evaluation.next_check_at is not None
-    # Nothing else can change before: the weekly windows have under half a baseline yet
-    # (they will from the Monday 8 + 13 weeks after the first visit).
-    assert evaluation.verdicts["frequency_drop"].changes_on == date(2026, 6, 1)
-    assert evaluation.next_check_at.date() == date(2026, 4, 13)
-    assert not evaluate(state, date(2026, 4, 12), policy).verdicts["inactivity"].firing
-    assert evaluate(state, date(2026, 4, 13), policy).verdicts["inactivity"].firing
+    evaluation = evaluate(state, date(2026, 3, 24))
+    verdict = evaluation.verdicts["inactivity"]
+    assert not verdict.firing
+    needed = next(
+        s
+        for s in range(1, 400)
+        if nbinom.cdf(3, 11.5, 77 / (77 + 4 * s)) <= ALPHA["inactivity"]  # shape 4: weekly
+    )
+    assert verdict.changes_on == date(2026, 3, 23) + timedelta(days=needed)
+    assert not evaluate(state, verdict.changes_on - timedelta(days=1)).verdicts["inactivity"].firing
+    assert evaluate(state, verdict.changes_on).verdicts["inactivity"].firing
+
+
+def test_a_short_silence_never_fires_whatever_the_rhythm() -> None:
+    state = customer(every(date(2026, 1, 5), 1, 60))  # daily for two months, to 2026-03-05
+    verdict = evaluate(state, date(2026, 3, 5) + timedelta(days=10)).verdicts["inactivity"]
+    assert verdict.p_value < ALPHA["inactivity"]  # ten days is a surprise for them...
+    assert not verdict.firing  # ...but the rule waits min_days (14)
+    assert verdict.changes_on == date(2026, 3, 5) + timedelta(days=14)
 
 
 def test_a_customer_short_of_loyalty_visits_needs_no_check_until_they_visit() -> None:
@@ -103,31 +206,46 @@ def test_a_new_loyal_customer_is_checked_when_their_tenure_is_reached() -> None:
     assert evaluation.next_check_at.date() <= policy_tenure
 
 
-def test_quiet_until_finds_the_first_day_the_score_reaches_the_threshold() -> None:
-    states = [
-        customer(every(date(2025, 6, 2), 7, 30), name="weekly"),
-        customer(every(date(2025, 6, 2), 30, 6), name="monthly"),
-        customer([date(2025, 6, 2)], name="once"),
-    ]
-    as_of = date(2025, 12, 29)
-    found = quiet_until(states, PRIOR, as_of, 90, 0.8)
-    for state, day in zip(states, found, strict=True):
-        assert state.first_visit_on is not None
-        assert state.last_visit_on is not None
-        x = state.visit_days - 1
-        t_x = (state.last_visit_on - state.first_visit_on).days
+def test_a_customer_gone_for_longer_than_the_lost_age_is_counted_not_called() -> None:
+    state = customer(every(date(2024, 1, 1), 7, 30))  # weekly, last visit 2024-07-22
+    last = date(2024, 7, 22)
+    before = evaluate(state, last + timedelta(days=365))
+    assert before.eligible
+    assert before.verdicts["inactivity"].firing
+    assert not before.lost
+    gone = evaluate(state, last + timedelta(days=366))
+    assert gone.lost
+    assert not gone.eligible
+    assert gone.next_check_at is None  # only a visit can change anything now
+    # With open alerts they are still refreshed (and resolve if the customer returns).
+    assert evaluate(state, last + timedelta(days=366), has_open_alerts=True).next_check_at
+    # The policy can turn the age off.
+    keep = PolicyBody.model_validate({"loyalty": {"lost_after_days": None}})
+    assert evaluate(state, last + timedelta(days=900), keep).eligible
 
-        def p_quiet(
-            d: date, x: int = x, t_x: int = t_x, first: date = state.first_visit_on
-        ) -> float:
-            T = (d - first).days
-            return float(pareto.p_no_purchase_within(PRIOR, [x], [t_x], [T], 90)[0])
 
-        scan = next(
-            (as_of + timedelta(n) for n in range(1, 731) if p_quiet(as_of + timedelta(n)) >= 0.8),
-            None,
-        )
-        assert day == scan, state.customer_id
+def test_a_lapsed_category_risks_its_share_and_names_it() -> None:
+    start = date(2025, 6, 2)
+    wine = customer(every(start, 7, 30), categories=("grocery", "wine"), name="w")
+    later = [start + timedelta(days=7 * n) for n in range(30, 40)]
+    wine.apply(
+        [EventFacts("purchase", d, 200_000, "s1", frozenset({"grocery"}), True) for d in later]
+    )
+    verdict = evaluate(wine, later[-1] + timedelta(days=1)).verdicts["category_lapse"]
+    assert verdict.firing
+    (lapsed,) = verdict.evidence["lapsed"]
+    assert lapsed["category"] == "wine"
+    assert verdict.stake == pytest.approx(30 / 70)  # wine's share of the purchases
+    assert lapsed["summary"].startswith("bought wine on 30 of")
+
+
+def test_the_latest_visit_days_are_kept_whatever_the_order() -> None:
+    days = every(date(2025, 1, 1), 3, RECENT_VISITS + 20)
+    shuffled = days[:]
+    random.Random(3).shuffle(shuffled)
+    in_order, mixed = customer(days), customer(shuffled + shuffled[:10])
+    assert in_order.recent_days == mixed.recent_days
+    assert in_order.recent_days == [d.isoformat() for d in days[-RECENT_VISITS:]]
 
 
 def test_severity_follows_the_value_at_risk() -> None:

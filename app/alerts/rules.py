@@ -218,8 +218,12 @@ class _Weeks:
 
 
 def _months(days: int) -> str:
-    months = round(days / 30.44)
-    return f"{months} months" if months > 1 else f"{days} days"
+    """A span in the words a caller would use: days, then weeks, then months."""
+    if days < 21:
+        return f"{days} days"
+    if days < 120:
+        return f"{days // 7} weeks"
+    return f"{round(days / 30.44)} months"
 
 
 def _inactivity(state: CustomerState, weeks: _Weeks, rule: Inactivity, alpha: float) -> Verdict:

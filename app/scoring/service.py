@@ -241,46 +241,6 @@ def score_many(
     return results
 
 
-def quiet_until(
-    states: Sequence[CustomerState],
-    params: ParetoNbdParams,
-    as_of: date,
-    horizon_days: int,
-    threshold: float,
-    *,
-    within_days: int = 730,
-) -> list[date | None]:
-    """For each customer, the first day after as_of on which P(no purchase within horizon)
-    reaches `threshold` if no purchase comes, or None when it does not within `within_days`.
-    A bisection over days, vectorised over customers. It assumes the score grows with
-    silence (it does for realistic parameters); if it did not, the sweeper would simply look
-    again at the day found and schedule the next check from there.
-    """
-    results: list[date | None] = [None] * len(states)
-    scored = [i for i, s in enumerate(states) if _seen(s, as_of)]
-    if not scored:
-        return results
-    view = _Arrays.of([states[i] for i in scored], as_of)
-    lo = np.zeros(len(scored))  # below threshold at as_of + lo (or lo == 0)
-    hi = np.full(len(scored), float(within_days))
-    for _ in range(int(np.ceil(np.log2(within_days))) + 1):
-        mid = np.floor((lo + hi) / 2)
-        crossed = (
-            pareto.p_no_purchase_within(params, view.x, view.t_x, view.T + mid, horizon_days)
-            >= threshold
-        )
-        hi = np.where(crossed, mid, hi)
-        lo = np.where(crossed, lo, mid)
-    reached = (
-        pareto.p_no_purchase_within(params, view.x, view.t_x, view.T + hi, horizon_days)
-        >= threshold
-    )
-    for k, i in enumerate(scored):
-        if reached[k]:
-            results[i] = as_of + timedelta(days=max(int(hi[k]), 1))
-    return results
-
-
 def _seen(state: CustomerState, as_of: date) -> bool:
     return state.first_visit_on is not None and state.first_visit_on <= as_of
 
