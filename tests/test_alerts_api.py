@@ -21,8 +21,8 @@ from tests.test_alerts import post, visits, weekly
 
 pytestmark = pytest.mark.anyio
 
-# Four lapsed weekly customers, worth more or less, in two stores.
-CUSTOMERS = {"big": ("900", "north"), "mid": ("40", "north"), "small": ("5", "south")}
+# Three lapsed weekly customers, worth more or less, in two stores.
+CUSTOMERS = {"big": ("900", "north"), "mid": ("10", "north"), "small": ("5", "south")}
 
 
 async def lapse(client: httpx.AsyncClient, keys: Keys, clock: Clock) -> dict[str, dict[str, Any]]:

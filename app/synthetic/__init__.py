@@ -3,6 +3,7 @@
 from app.synthetic.chain import (
     DEFECTIONS,
     RULE_FOR,
+    RULES_FOR,
     Assessment,
     Chain,
     ChainSpec,
@@ -16,6 +17,7 @@ from app.synthetic.chain import (
 
 __all__ = [
     "DEFECTIONS",
+    "RULES_FOR",
     "RULE_FOR",
     "Assessment",
     "Chain",
