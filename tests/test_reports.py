@@ -115,6 +115,26 @@ async def test_defection_rate_per_month_and_store(
     ]
 
 
+async def test_customers_gone_before_the_history_was_loaded_are_counted_not_called(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """E came every Monday from 2025-01-06 to 2025-03-24 and never again: loaded on
+    2026-05-01, more than the policy's 365 days later, E opens no alert and counts as
+    lost on 2026-03-25, the day the silence passed the age."""
+    clock.set("2026-05-01T09:00:00+00:00")
+    await post(client, keys, visits("E", weekly(date(2025, 1, 6), 12)))
+    assert (await client.get("/v1/alerts", headers=keys.read)).json()["items"] == []
+    view = (await client.get("/v1/customers/E", headers=keys.read)).json()
+    assert view["next_check_at"] is None  # only a visit can change anything now
+    params = {"from": "2026-02-01", "to": "2026-04-01", "period": "month"}
+    body = (await client.get("/v1/reports/defection-rate", params=params, headers=keys.read)).json()
+    rows = [
+        (r["period_start"], r["loyal_at_start"], r["defected"], r["lost_uncalled"], r["rate"])
+        for r in body["rows"]
+    ]
+    assert rows == [("2026-02-01", 1, 0, 0, 0.0), ("2026-03-01", 1, 1, 1, 1.0)]
+
+
 async def test_reasons_and_response_times(
     client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:
@@ -193,10 +213,11 @@ async def test_value_at_risk_of_open_alerts_and_csv(
         "/v1/reports/defection-rate", params=params, headers={**keys.read, "Accept": "text/csv"}
     )
     assert rate_csv.text.splitlines() == [
-        "period_start,period_end,store_id,staff_id,loyal_at_start,defected,won_back,net,rate",
-        "2026-03-01,2026-04-01,,,0,0,0,0,",
-        "2026-04-01,2026-05-01,,,3,0,0,0,0.0",
-        "2026-05-01,2026-06-01,,,3,3,0,3,1.0",
+        "period_start,period_end,store_id,staff_id,loyal_at_start,defected,lost_uncalled,"
+        "won_back,net,rate",
+        "2026-03-01,2026-04-01,,,0,0,0,0,0,",
+        "2026-04-01,2026-05-01,,,3,0,0,0,0,0.0",
+        "2026-05-01,2026-06-01,,,3,3,0,0,3,1.0",
     ]
 
 

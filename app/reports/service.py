@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, func, select
 
 from app.customers.state import week_index, week_start
 from app.models import Alert, Customer, CustomerVisitDay
@@ -58,6 +58,7 @@ class RateRow:
     staff_id: str | None  # with by=staff
     loyal_at_start: int
     defected: int
+    lost_uncalled: int  # of the defected: silent past the "already lost" age, never alerted
     won_back: int
     net: int
     rate: float | None
@@ -72,15 +73,17 @@ def defection_rate(
     by: Split | None,
 ) -> list[RateRow]:
     """Per period (and store or staff member): loyal customers at its start, customers who
-    defected in it (an alert opened then), customers won back in it (an alert resolved as
-    won_back), net (defected minus won back) and rate (defected / loyal). A customer belongs
-    to their home store and to the staff member who served them most."""
+    defected in it (an alert opened then, or, with no alert since their last visit, they
+    passed the policy's "already lost" age then: `lost_uncalled`), customers won back in it
+    (an alert resolved as won_back), net (defected minus won back) and rate (defected /
+    loyal). A customer belongs to their home store and to the staff member who served them
+    most."""
     starts = period_starts(period, start, end)
     if not starts:
         return []
     visits = connection.execute(
         select(CustomerVisitDay.customer_id, CustomerVisitDay.day).where(
-            CustomerVisitDay.day < starts[-1]
+            CustomerVisitDay.day < _next(period, starts[-1])
         )
     ).all()
     column = Customer.home_staff if by == "staff" else Customer.home_store
@@ -103,6 +106,7 @@ def defection_rate(
     by_customer: dict[str, list[date]] = defaultdict(list)
     for customer, day in visits:
         by_customer[customer].append(day)
+    uncalled = _lost_uncalled(connection, by_customer, policy)
     rows = []
     for begin in starts:
         finish = _next(period, begin)
@@ -112,6 +116,9 @@ def defection_rate(
             if _loyal_at(days, begin, policy)
         )
         defected = _distinct(opened, begin, finish, homes)
+        silent = _distinct(uncalled, begin, finish, homes)
+        for group, customers in silent.items():
+            defected[group] |= customers
         back = _distinct(won, begin, finish, homes)
         for group in sorted(set(loyal) | set(defected) | set(back), key=lambda g: g or ""):
             count, lost, regained = loyal[group], len(defected[group]), len(back[group])
@@ -123,14 +130,45 @@ def defection_rate(
                     group if by == "staff" else None,
                     count,
                     lost,
+                    len(silent[group]),
                     regained,
                     lost - regained,
                     round(lost / count, 4) if count else None,
                 )
             )
         if not (loyal or defected or back):
-            rows.append(RateRow(begin, finish, None, None, 0, 0, 0, 0, None))
+            rows.append(RateRow(begin, finish, None, None, 0, 0, 0, 0, 0, None))
     return rows
+
+
+def _lost_uncalled(
+    connection: Connection, by_customer: dict[str, list[date]], policy: PolicyBody
+) -> list[tuple[str, None, datetime]]:
+    """Loyal customers who passed the policy's "already lost" age (as `_distinct` rows:
+    customer, no store, the moment they passed it) with no alert opened since their last
+    visit: an imported history's long-gone customers are counted here, not called."""
+    lost_after = policy.loyalty.lost_after_days
+    if lost_after is None:
+        return []
+    alerted = dict(
+        connection.execute(
+            select(_alerts.c.customer_id, func.max(_alerts.c.opened_at)).group_by(
+                _alerts.c.customer_id
+            )
+        ).all()
+    )
+    found = []
+    for customer, days in by_customer.items():
+        last = max(days)
+        if len(days) < policy.loyalty.min_visits:
+            continue
+        if min(days) + timedelta(days=policy.loyalty.min_tenure_days) > last:
+            continue  # never loyal while they came
+        latest_alert = alerted.get(customer)
+        if latest_alert is not None and latest_alert.date() >= last:
+            continue  # called (and counted) when that alert opened
+        found.append((customer, None, _instant(last + timedelta(days=lost_after + 1))))
+    return found
 
 
 def _loyal_at(days: list[date], start: date, policy: PolicyBody) -> bool:

@@ -39,10 +39,11 @@ from app.kit.auth import Scope
 from app.kit.db import unit_of_work
 from app.kit.settings import Settings
 from app.main import create_app
+from app.policy import service as policies
 from app.policy.schemas import RULES
 from app.synthetic.chain import (
     DEFECTIONS,
-    RULE_FOR,
+    RULES_FOR,
     Assessment,
     Chain,
     ChainSpec,
@@ -360,6 +361,9 @@ async def _summary(live: _Live, port: int, read_key: str) -> str:
     tally, spec = live.tally, live.chain.spec
     ever = assess(live.chain.truth, tally.opened)
     still = assess(live.chain.truth, tally.unresolved.values())
+    budget = await live.app.state.transactions.read(
+        lambda connection: policies.current(connection).body.false_alarms.per_100_customers
+    )
     rows = await live.http.get("/v1/reports/value-at-risk", headers=live.read)
     rows.raise_for_status()
     at_risk = rows.json()["rows"]
@@ -382,10 +386,11 @@ async def _summary(live: _Live, port: int, read_key: str) -> str:
         "  by rule     " + ", ".join(f"{rule} {rules[rule]}" for rule in RULES),
         "  resolved    "
         + (", ".join(f"{why} {n}" for why, n in tally.resolutions.most_common()) or "none"),
-        *_defectors(ever),
-        f"False alarms  {ever.false_alarms} of {ever.loyal} loyal customers alerted "
-        f"({ever.false_alarm_rate:.0%}) at some point, {still.false_alarms} still open; "
-        f"{ever.occasional_alarms} of {ever.occasional} occasional customers",
+        *_defectors(ever, still),
+        f"False alarms  {still.false_alarms} of {ever.loyal} loyal customers who never "
+        f"changed have an open alert now ({still.false_alarm_rate:.1%}; the policy's budget: "
+        f"{budget:g} per 100), {ever.false_alarms} ({ever.false_alarm_rate:.0%}) were alerted "
+        f"at some point; {ever.occasional_alarms} of {ever.occasional} occasional customers",
         f"At risk       {sum(severities.values())} open alerts, {value:,.2f} {spec.currency} "
         "value at risk ("
         + ", ".join(f"{level} {severities[level]}" for level in ("high", "medium", "low"))
@@ -395,11 +400,15 @@ async def _summary(live: _Live, port: int, read_key: str) -> str:
     return "\n".join(lines)
 
 
-def _defectors(result: Assessment) -> list[str]:
+def _defectors(result: Assessment, now: Assessment) -> list[str]:
     """Per kind of defection (the ground truth): how many an alert caught since they
-    defected, by the rule meant for the kind and by any rule, and how fast (median days)."""
-    row = "{:14}{:15}{:>4}  {:>14} {:>4} {:>4}  {:>4} {:>4}  {:>4}"
-    lines = ["Defectors     kind             of     caught by its rule   by any rule  days"]
+    defected, by a rule meant for the kind and by any rule, how fast (median days), and how
+    many have such an alert open now."""
+    row = "{:14}{:15}{:>4}  {:>26} {:>4} {:>4}  {:>4} {:>4}  {:>4}  {:>4}"
+    lines = [
+        "Defectors     kind             of               caught by its rules   by any rule"
+        "  days   now"
+    ]
     for kind in DEFECTIONS:
         found = result.detections[kind]
         delay = "-" if found.median_delay_days is None else f"{found.median_delay_days:.0f}"
@@ -408,12 +417,13 @@ def _defectors(result: Assessment) -> list[str]:
                 "",
                 kind,
                 found.customers,
-                RULE_FOR[kind],
+                "/".join(RULES_FOR[kind]),
                 found.caught,
                 f"{found.recall:.0%}",
                 found.caught_any,
                 f"{found.recall_any:.0%}",
                 delay,
+                now.detections[kind].caught,
             )
         )
     return lines
