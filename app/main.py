@@ -13,6 +13,7 @@ from types import FrameType
 
 from fastapi import Depends, FastAPI
 
+from app.alerts.endpoints import cases_router
 from app.alerts.endpoints import router as alerts_router
 from app.alerts.queries import purge_feed
 from app.alerts.service import Evaluator, SweepResult, sweep
@@ -184,6 +185,7 @@ def create_app(
     app.include_router(customers_router)
     app.include_router(policy_router)
     app.include_router(alerts_router)
+    app.include_router(cases_router)
     app.include_router(reports_router)
     app.include_router(webhooks_router)
     app.include_router(set_aside_router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -424,3 +425,77 @@ async def test_an_acknowledged_alert_left_unresolved_is_escalated_once(
     assert datetime.fromisoformat(detail["escalated_at"]) == clock()
     later = await sweep_at(acknowledged_at + timedelta(days=10))
     assert later.count("alert.escalated") == 1
+
+
+async def test_the_call_list_shows_each_customer_once_strongest_reason_first(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    first = date(2025, 9, 1)
+    clock.set("2026-05-26T10:00:00+00:00")
+    before, after = weekly(first, 28), weekly(first + timedelta(weeks=28), 10)
+    # "both" spends less and stopped buying wine: two reasons, one customer to call.
+    events = visits("both", before, amount="40", categories=("grocery", "wine"))
+    events += visits("both", after, amount="15", categories=("grocery",))
+    events += visits("spender", before, amount="400") + visits("spender", after, amount="150")
+    for item in events:
+        item["store_id"] = "north" if item["customer_id"] == "both" else "south"
+    await post(client, keys, events)
+    await lapse(client, keys, clock)  # three more: silent since March
+    listed = (await client.get("/v1/alerts", params={"limit": 200}, headers=keys.read)).json()
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for alert in listed["items"]:
+        by_customer.setdefault(alert["customer_id"], []).append(alert)
+    assert {a["rule"] for a in by_customer["both"]} == {"spend_drop", "category_lapse"}
+
+    response = await client.get("/v1/cases", headers=keys.read)
+    assert response.status_code == 200, response.text
+    cases = response.json()["items"]
+    assert sorted(case["customer_id"] for case in cases) == sorted(by_customer)
+    values = [Decimal(case["value_at_risk"]) for case in cases]
+    assert values == sorted(values, reverse=True)
+    both = next(case for case in cases if case["customer_id"] == "both")
+    stakes = sorted((Decimal(a["value_at_risk"]) for a in by_customer["both"]), reverse=True)
+    assert [Decimal(a["value_at_risk"]) for a in both["alerts"]] == stakes
+    assert both["rule"] == both["alerts"][0]["rule"]
+    assert both["value_at_risk"] == both["alerts"][0]["value_at_risk"]
+    assert both["summary"] == both["alerts"][0]["evidence"]["summary"]
+    assert both["store_id"] == "north"
+
+    # Pages of one visit every case once, in the same order.
+    seen, cursor = [], None
+    for _ in range(10):
+        params: dict[str, Any] = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = (await client.get("/v1/cases", params=params, headers=keys.read)).json()
+        seen += [case["customer_id"] for case in page["items"]]
+        cursor = page["next_cursor"]
+        if not page["has_more"]:
+            break
+    assert seen == [case["customer_id"] for case in cases]
+    south = (await client.get("/v1/cases", params={"store_id": "south"}, headers=keys.read)).json()
+    assert {case["customer_id"] for case in south["items"]} == {"spender", "small"}
+    floor = both["value_at_risk"]
+    rich = (
+        await client.get("/v1/cases", params={"min_value_at_risk": floor}, headers=keys.read)
+    ).json()
+    assert all(Decimal(c["value_at_risk"]) >= Decimal(floor) for c in rich["items"])
+    assert "both" in {c["customer_id"] for c in rich["items"]}
+
+    # A case closes when its last alert resolves.
+    for alert in by_customer["both"]:
+        url = f"/v1/alerts/{alert['id']}/resolve"
+        answer = await client.post(url, json={"outcome": "not_a_defection"}, headers=keys.read)
+        assert answer.status_code == 200, answer.text
+    left = (await client.get("/v1/cases", headers=keys.read)).json()["items"]
+    assert "both" not in {case["customer_id"] for case in left}
+
+
+@pytest.mark.parametrize(
+    "cursor", ["nonsense", "eyJzIjoiY2FzZSJ9", "eyJzIjoiLXZhbHVlX2F0X3Jpc2siLCJ2IjoiMSIsImkiOjF9"]
+)
+async def test_a_call_list_cursor_it_did_not_issue_is_refused(
+    client: httpx.AsyncClient, keys: Keys, cursor: str
+) -> None:
+    response = await client.get("/v1/cases", params={"cursor": cursor}, headers=keys.read)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "invalid_cursor"

@@ -24,6 +24,7 @@ PROTECTED = [
     ("PUT", "/v1/policy", "manage", {"json": {}}),
     ("GET", "/v1/alerts", "read", {}),
     ("GET", "/v1/alerts/changes", "read", {}),
+    ("GET", "/v1/cases", "read", {}),
     ("GET", "/v1/alerts/999999", "read", {}),
     ("POST", "/v1/alerts/999999/acknowledge", "read", {"json": {}}),
     ("POST", "/v1/alerts/999999/snooze", "read", {"json": {"until": "2099-01-01T00:00:00Z"}}),

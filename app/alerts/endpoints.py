@@ -21,6 +21,8 @@ from app.alerts.schemas import (
     AlertEventOut,
     AlertOut,
     AlertPage,
+    CaseOut,
+    CasePage,
     CustomerSummary,
     ResolveIn,
     SnoozeIn,
@@ -92,6 +94,50 @@ async def list_alerts(
     return AlertPage(
         items=[_out(row) for row in rows], next_cursor=next_cursor, has_more=next_cursor is not None
     )
+
+
+cases_router = APIRouter(prefix="/v1/cases", tags=["alerts"], responses=problem_responses())
+
+
+@cases_router.get(
+    "",
+    summary="One case per customer to call: their unresolved alerts, the strongest first",
+    responses=problem_responses(400),  # a cursor this service did not issue
+)
+async def list_cases(
+    request: Request,
+    _: ReadKey,
+    store_id: Annotated[list[Identifier], Query(max_length=200)] = [],  # noqa: B006
+    min_value_at_risk: Annotated[
+        str | None,
+        Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
+) -> CasePage:
+    """The call list: each customer once, ordered by the value their strongest reason puts
+    at stake. The alerts under a case are the ones `/v1/alerts` lists and the feed and
+    webhooks announce; a case is closed when all of them are resolved."""
+    minimum = None if min_value_at_risk is None else Decimal(min_value_at_risk)
+    groups, next_cursor = await _transactions(request).read(
+        lambda connection: queries.cases(connection, store_id, minimum, limit, cursor)
+    )
+    items = []
+    for alerts in groups:
+        head = alerts[0]
+        items.append(
+            CaseOut(
+                customer_id=head.customer_id,
+                store_id=head.store_id,
+                rule=head.rule,
+                summary=head.evidence.get("summary"),
+                severity=head.severity,
+                value_at_risk=head.value_at_risk,
+                opened_at=min(alert.opened_at for alert in alerts),
+                alerts=[_out(alert) for alert in alerts],
+            )
+        )
+    return CasePage(items=items, next_cursor=next_cursor, has_more=next_cursor is not None)
 
 
 @router.get(

@@ -116,6 +116,63 @@ def _bad_cursor(message: str) -> BadRequest:
     )
 
 
+def cases(
+    connection: Connection,
+    store_id: list[str],
+    min_value_at_risk: Decimal | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[list[AlertRow]], str | None]:
+    """One page of customers with unresolved alerts, by their strongest reason's value at
+    stake (highest first, ties by customer), each with their unresolved alerts, strongest
+    first; and the cursor of the next page."""
+    c = _alerts.c
+    value = func.max(c.value_at_risk).label("value")
+    grouped = select(c.customer_id, value).where(c.status != "resolved").group_by(c.customer_id)
+    if store_id:
+        grouped = grouped.where(c.store_id.in_(store_id))
+    if min_value_at_risk is not None:
+        grouped = grouped.having(value >= min_value_at_risk)
+    if cursor is not None:
+        last_value, last_customer = _decode_case(cursor)
+        grouped = grouped.having(
+            (value < last_value) | ((value == last_value) & (c.customer_id > last_customer))
+        )
+    found = connection.execute(grouped.order_by(value.desc(), c.customer_id).limit(limit + 1)).all()
+    page_rows, more = found[:limit], len(found) > limit
+    customers = [row.customer_id for row in page_rows]
+    alerts: dict[str, list[AlertRow]] = {customer: [] for customer in customers}
+    if customers:
+        query = select(*COLUMNS).where(c.customer_id.in_(customers), c.status != "resolved")
+        if store_id:
+            query = query.where(c.store_id.in_(store_id))
+        for row in connection.execute(query.order_by(c.value_at_risk.desc(), c.id)):
+            alert = to_alert(row)
+            alerts[alert.customer_id].append(alert)
+    next_cursor = None
+    if more:
+        last = page_rows[-1]
+        raw = orjson.dumps({"s": "case", "v": str(last.value), "c": last.customer_id})
+        next_cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return [alerts[customer] for customer in customers], next_cursor
+
+
+def _decode_case(cursor: str) -> tuple[Decimal, str]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if data["s"] != "case":
+            raise ValueError(data["s"])
+        value = Decimal(data["v"])
+        customer = data["c"]
+        if not value.is_finite() or abs(value) >= _MAX_MONEY or not isinstance(customer, str):
+            raise ValueError(value)
+        if not 0 < len(customer) <= 128 or "\x00" in customer:
+            raise ValueError(customer)
+        return value, customer
+    except (ValueError, KeyError, TypeError, InvalidOperation, binascii.Error) as exc:
+        raise _bad_cursor("not a cursor this service issued") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class FeedEvent:
     seq: int

@@ -23,17 +23,25 @@ class AlertOut(BaseModel):
     rule: Rule
     status: Status
     severity: Severity = Field(description="From the value at risk and the policy's levels")
-    score: float = Field(description="How far the rule is crossed, from 0 to 1")
-    value_at_risk: Decimal = Field(description="Discounted expected future value")
+    score: float = Field(description="The size of the change, from 0 (none) to 1 (all gone)")
+    value_at_risk: Decimal = Field(
+        description="What this reason puts at stake: the customer's discounted value if they "
+        "stay, times the share the change takes (all of it for inactivity, the lost visits' "
+        "or spend's share, the lapsed category's share of purchases)"
+    )
     store_id: str | None = Field(description="The customer's home store when evaluated")
-    evidence: dict[str, Any] = Field(description="The numbers behind the rule's verdict")
+    evidence: dict[str, Any] = Field(
+        description="The numbers behind the rule's verdict: `summary` in plain words, the "
+        "test's `p_value` and the `significance` it had to reach, and the rule's own numbers"
+    )
     policy_version: int
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None
     resolution: str | None = Field(
-        description="customer_returned, condition_cleared or policy_changed when resolved "
-        "automatically; the outcome when a person resolved it"
+        description="customer_returned, condition_cleared, policy_changed or "
+        "explained_by_inactivity (the customer went silent: that alert speaks for them) when "
+        "resolved automatically; the outcome when a person resolved it"
     )
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
@@ -49,6 +57,25 @@ class AlertOut(BaseModel):
 
 class AlertPage(BaseModel):
     items: list[AlertOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+    has_more: bool
+
+
+class CaseOut(BaseModel):
+    """One customer to call: every unresolved alert of theirs, the strongest reason first."""
+
+    customer_id: str
+    store_id: str | None = Field(description="The customer's home store")
+    rule: Rule = Field(description="The strongest reason: the alert with most at stake")
+    summary: str | None = Field(description="The strongest reason in plain words")
+    severity: Severity = Field(description="The strongest reason's")
+    value_at_risk: Decimal = Field(description="The strongest reason's value at stake")
+    opened_at: datetime = Field(description="When the oldest of the alerts opened")
+    alerts: list[AlertOut] = Field(description="The strongest first, then the supporting ones")
+
+
+class CasePage(BaseModel):
+    items: list[CaseOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
     has_more: bool
 
