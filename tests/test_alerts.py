@@ -194,12 +194,17 @@ async def test_a_customer_who_halves_visits_raises_frequency_drop_and_a_rare_one
     alert = unresolved(await customer(client, keys, "halving"))["frequency_drop"]
     evidence = alert["evidence"]
     # Twice a week for 30 weeks, then once a week for the last 10: the clearest window is
-    # the 8 weeks that are all after the change.
-    assert (evidence["recent_weeks"], evidence["recent_visits"]) == (8, 8)
-    assert evidence["earlier_visits"] == 2 * 30 + 2 - 1  # two weeks of ten, the first left out
-    assert evidence["ratio"] <= 0.55
+    # exactly the 10 weeks since the change, against the 30 weeks before (the first visit
+    # left out).
+    assert (evidence["recent_weeks"], evidence["recent_visits"]) == (10, 10)
+    assert (evidence["earlier_visits"], evidence["earlier_days"]) == (2 * 30 - 1, 30 * 7)
+    assert evidence["ratio"] == pytest.approx((10 / 70) / (59 / 210), abs=1e-3)
+    assert evidence["windows_tried"] == 23  # 4 to 26 weeks: 40 weeks of history, 8 before each
     assert evidence["p_value"] <= evidence["significance"]
-    assert evidence["summary"].startswith("visited every 4 days over 7 months; 8 visits in")
+    assert evidence["summary"] == (
+        "visited every 4 days over 7 months; 10 visits in the last 10 weeks, 20 expected "
+        "(every 7 days)"
+    )
     # What the fall puts at risk: the share of visits lost, of the customer's value.
     assert alert["score"] == pytest.approx(1 - evidence["ratio"], abs=1e-3)
     assert unresolved(await customer(client, keys, "steady")) == {}

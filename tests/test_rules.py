@@ -84,12 +84,27 @@ def test_the_t_statistic_maps_to_the_normal_deviate_of_its_tail(df: int, value: 
         assert abs(approximate) <= abs(exact)
 
 
+@pytest.mark.parametrize("z", [-2.0, -2.5, -3.0, -3.5])
+@pytest.mark.parametrize("history", [20.0, 40.0, 120.0])
+def test_the_scan_costs_less_than_the_union_bound_and_more_than_one_window(
+    z: float, history: float
+) -> None:
+    windows = [w for w in range(4, 27) if history - w >= 8]
+    scan = stats.scan_p_value(z, windows, history)
+    assert norm.cdf(z) < scan <= len(windows) * norm.cdf(z)
+    # Overlapping windows are far from independent: with the history long beside them, a
+    # fraction of the union bound (with 20 weeks, windows of 4 to 12 overlap less).
+    assert scan < (0.5 if history >= 40 else 0.7) * len(windows) * norm.cdf(z)
+    assert stats.scan_p_value(z, [8], history) == pytest.approx(norm.cdf(z))
+
+
 def test_regularity_and_dispersion_come_from_the_gaps() -> None:
     assert stats.regularity_of([7] * 11) == stats.MAX_REGULARITY
     assert stats.regularity_of([1, 1, 1, 25] * 4) == 1  # bunched: no regularity to rely on
     assert stats.regularity_of([7, 7]) < stats.MAX_REGULARITY  # too few gaps to trust
-    assert stats.dispersion_of([7] * 40) == stats.MIN_DISPERSION
-    assert stats.dispersion_of([]) == 1.0
+    assert stats.gap_spread([7] * 40) < stats.MIN_DISPERSION  # floored where it is used
+    assert stats.gap_spread([]) == 1.0
+    assert stats.spread_of_sums(3, 21, 3 * 49) == stats.gap_spread([7, 7, 7])
 
 
 def test_the_inactivity_test_alarms_poisson_customers_at_its_rate() -> None:
@@ -134,6 +149,36 @@ def test_the_category_test_alarms_steady_habits_at_its_rate() -> None:
         p = stats.run_without_p_value(bought.count(True) - 1, last - first, run)
         alarmed += p <= alpha
     assert alarmed / trials <= alpha * 1.15
+
+
+def test_the_frequency_test_alarms_steady_customers_at_its_rate() -> None:
+    """Poisson customers who keep their rhythm for a year, looked at on a random day: the
+    share whose visits in some window from 4 to 26 weeks look like a fall is at most the
+    rule's significance (the scan's correction, not one window's)."""
+    rng = random.Random(11)
+    alpha = ALPHA["frequency_drop"]
+    start = date(2025, 1, 6)
+    alarmed = tried = 0
+    for n in range(3000):
+        gap = rng.uniform(2, 20)
+        moment, days = 0.0, set()
+        while moment < 364:
+            days.add(start + timedelta(days=math.floor(moment)))
+            moment += rng.expovariate(1 / gap)
+        look = start + timedelta(days=rng.randint(250, 364))
+        seen = sorted(d for d in days if d < look)
+        if len(seen) < 8:
+            continue
+        verdict = rules._frequency_drop(  # the test alone, whatever the other rules say
+            state := customer(seen, name=f"c{n}"),
+            rules._Weeks.of(state, look),
+            POLICY.rules.frequency_drop,
+            alpha,
+        )
+        tried += 1
+        alarmed += verdict.p_value <= alpha
+    assert tried > 2500
+    assert alarmed / tried <= alpha * 1.3
 
 
 def test_a_rare_customer_who_misses_a_visit_raises_no_frequency_alarm() -> None:

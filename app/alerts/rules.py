@@ -16,6 +16,7 @@ change, so the other rules are muted for that customer (their open alerts resolv
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import zlib
@@ -46,6 +47,10 @@ REFRESH_OPEN_ALERTS = timedelta(days=7)
 # which costs less than it gains: on the synthetic chain six windows caught 0.47 of the
 # halvers where (4, 8, 13, 26) caught 0.41 and eight windows 0.45 (bench/detection.py).
 RECENT_WEEKS = (4, 8, 13, 17, 21, 26)
+# The frequency test tries every window from 4 to 26 weeks: its correction accounts for how
+# much the windows overlap (stats.scan_p_value), so trying them all costs little more than
+# trying six, and the window can match when the change happened.
+FREQUENCY_WEEKS = tuple(range(4, 27))
 # The least history before a recent window for a test against it.
 MIN_EARLIER_DAYS = 56
 MIN_EARLIER_VISITS = 3
@@ -198,6 +203,8 @@ class _Weeks:
     visits: dict[int, int]
     amounts: dict[int, int]
     as_of: date
+    base: int  # the week of running[0]
+    running: list[int]  # visits in the weeks before base + i, for every week from base
 
     @classmethod
     def of(cls, state: CustomerState, as_of: date) -> _Weeks:
@@ -205,17 +212,27 @@ class _Weeks:
         assert state.last_visit_on is not None
         last = week_index(state.last_visit_on)
         first = week_index(state.first_visit_on)
+        current = week_index(as_of)
         visits: dict[int, int] = {}
         amounts: dict[int, int] = {}
         for key, (count, amount) in state.weekly.items():
             visits[int(key)] = count
             amounts[int(key)] = amount
         kept_from = max(first, last - (WEEKS_KEPT - 1))
-        return cls(week_index(as_of), first, kept_from, last, visits, amounts, as_of)
+        base = min([kept_from, *visits])
+        top = max([current, *visits]) + 1
+        running = list(
+            itertools.accumulate((visits.get(w, 0) for w in range(base, top)), initial=0)
+        )
+        return cls(current, first, kept_from, last, visits, amounts, as_of, base, running)
 
     def visits_between(self, start: int, end: int) -> int:
-        """Visits in the kept weeks start <= week < end."""
-        return sum(count for week, count in self.visits.items() if start <= week < end)
+        """Visits in the kept weeks start <= week < end (a difference of running sums: the
+        tests ask it for every window)."""
+        top = len(self.running) - 1
+        low = min(max(start - self.base, 0), top)
+        high = min(max(end - self.base, 0), top)
+        return self.running[high] - self.running[low] if high > low else 0
 
 
 def _months(days: int) -> str:
@@ -279,34 +296,49 @@ def _frequency_drop(
     first visit (the visits before the kept year come from the customer's totals)."""
     assert state.first_visit_on is not None
     in_current = weeks.visits.get(weeks.current, 0)
-    tried: list[tuple[float, int, int, int, int, float, float]] = []
-    for recent_weeks in RECENT_WEEKS:
+    this_monday = week_start(weeks.current).toordinal()
+    first_day = state.first_visit_on.toordinal()
+    windows: list[int] = []  # the windows tried: enough history before them
+    slower: list[tuple[int, int, int, int, float]] = []  # ... and a fall large enough
+    for recent_weeks in FREQUENCY_WEEKS:
         start = weeks.current - recent_weeks
-        earlier_days = (week_start(start) - state.first_visit_on).days
+        earlier_days = this_monday - 7 * recent_weeks - first_day
         if start < weeks.kept_from or earlier_days < MIN_EARLIER_DAYS:
             continue
         recent = weeks.visits_between(start, weeks.current)
         earlier = state.visit_days - 1 - recent - in_current  # the first visit left out
         if earlier < MIN_EARLIER_VISITS:
             continue
-        recent_days = recent_weeks * 7
-        # The customer's own spread from the gaps before the window (a change inside it
-        # must not make its own test weaker).
-        before = week_start(start).isoformat()
-        dispersion = stats.dispersion_of(_gaps([d for d in state.recent_days if d < before]))
-        ratio = (recent / recent_days) / (earlier / earlier_days)
-        p_value = stats.rate_fall_p_value(recent, recent_days, earlier, earlier_days, dispersion)
-        tried.append((p_value, recent_weeks, recent, earlier, earlier_days, ratio, dispersion))
-    if not tried:
-        known_on = week_start(weeks.first + RECENT_WEEKS[0] + MIN_EARLIER_DAYS // 7 + 1)
+        windows.append(recent_weeks)
+        ratio = (recent / (recent_weeks * 7)) / (earlier / earlier_days)
+        # A window can speak for a slower rhythm only with two visits in it (a gap inside
+        # it): a silence, or one visit after one, is the inactivity rule's to judge, so a
+        # customer who comes back after a silence is not called again about it.
+        if ratio <= rule.max_ratio and recent >= MIN_RECENT_VISITS:
+            slower.append((recent_weeks, recent, earlier, earlier_days, ratio))
+    if not windows:
+        known_on = week_start(weeks.first + FREQUENCY_WEEKS[0] + MIN_EARLIER_DAYS // 7 + 1)
         return Verdict(False, 0.0, _no_baseline, max(known_on, weeks.as_of + timedelta(days=1)))
-    # A window can speak for a slower rhythm only with two visits in it (a gap inside it):
-    # a silence, or one visit after one, is the inactivity rule's to judge, so a customer
-    # who comes back after a silence is not called again about the same silence.
-    slower = [e for e in tried if e[5] <= rule.max_ratio and e[2] >= MIN_RECENT_VISITS]
-    p_min, recent_weeks, recent, earlier, earlier_days, ratio, dispersion = min(slower or tried)
-    p_value = min(p_min * len(tried), 1.0)
-    firing = bool(slower) and p_value <= alpha
+    if not slower:
+        return Verdict(False, 0.0, _no_fall, _next_monday(weeks))
+    # The deviates, with each window's dispersion from the customer's gaps before it (a
+    # change inside the window must not make its own test weaker), from running sums.
+    days = [date.fromisoformat(day).toordinal() for day in state.recent_days]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(days)]
+    sums = list(itertools.accumulate(gaps, initial=0))
+    squares = list(itertools.accumulate((gap * gap for gap in gaps), initial=0))
+    tried = []
+    for recent_weeks, recent, earlier, earlier_days, ratio in slower:
+        count = max(bisect.bisect_left(days, this_monday - 7 * recent_weeks) - 1, 0)
+        dispersion = max(
+            stats.spread_of_sums(count, sums[count], squares[count]), stats.MIN_DISPERSION
+        )
+        z = stats.rate_fall_z(recent, recent_weeks * 7, earlier, earlier_days, dispersion)
+        tried.append((z, recent_weeks, recent, earlier, earlier_days, ratio, dispersion))
+    z, recent_weeks, recent, earlier, earlier_days, ratio, dispersion = min(tried)
+    history_weeks = recent_weeks + earlier_days / 7  # the same for every window
+    p_value = stats.scan_p_value(z, windows, history_weeks)
+    firing = p_value <= alpha
     changes_on = _next_monday(weeks)
 
     def explain() -> dict[str, Any]:
@@ -324,7 +356,7 @@ def _frequency_drop(
             "earlier_visits": earlier,
             "ratio": round(ratio, 3),
             "dispersion": round(dispersion, 3),
-            "windows_tried": len(tried),
+            "windows_tried": len(windows),
             "p_value": _rounded(p_value),
             "significance": _rounded(alpha),
         }
@@ -345,6 +377,10 @@ def _no_baseline() -> dict[str, Any]:
     return {"reason": "not enough history yet"}
 
 
+def _no_fall() -> dict[str, Any]:
+    return {"reason": "no window with two visits or more and a fall to the limit"}
+
+
 def _spend_drop(weeks: _Weeks, rule: SpendDrop, alpha: float) -> Verdict:
     """Spend per visit on the log scale, week by week (a week's mean over its visits counts
     with the weight of its visits), recent window against the kept weeks before it."""
@@ -353,20 +389,24 @@ def _spend_drop(weeks: _Weeks, rule: SpendDrop, alpha: float) -> Verdict:
         for week, visits in sorted(weeks.visits.items())
         if visits > 0 and weeks.amounts.get(week, 0) > 0 and week < weeks.current
     ]
+    # Running sums of the weights, weighted logs and weighted squares, week by week: each
+    # window is then a split of them (the tests ask for six).
+    order = [week for week, _, _ in points]
+    weight = list(itertools.accumulate((v for _, v, _ in points), initial=0))
+    first = list(itertools.accumulate((v * y for _, v, y in points), initial=0.0))
+    second = list(itertools.accumulate((v * y * y for _, v, y in points), initial=0.0))
     tried: list[tuple[float, int, int, float, int, float, float]] = []
     for recent_weeks in RECENT_WEEKS:
-        start = weeks.current - recent_weeks
-        recent = [(v, y) for week, v, y in points if week >= start]
-        earlier = [(v, y) for week, v, y in points if week < start]
-        n_recent, n_earlier = sum(v for v, _ in recent), sum(v for v, _ in earlier)
+        split = bisect.bisect_left(order, weeks.current - recent_weeks)
+        n_recent, n_earlier = weight[-1] - weight[split], weight[split]
         if n_recent < rule.min_recent_visits or n_earlier < rule.min_baseline_visits:
             continue
-        if len(earlier) < 2:
+        if split < 2:
             continue
-        mean_recent = sum(v * y for v, y in recent) / n_recent
-        mean_earlier = sum(v * y for v, y in earlier) / n_earlier
-        squares = sum(v * (y - mean_earlier) ** 2 for v, y in earlier)
-        df = len(earlier) - 1 + SPEND_PRIOR_WEEKS
+        mean_recent = (first[-1] - first[split]) / n_recent
+        mean_earlier = first[split] / n_earlier
+        squares = max(second[split] - n_earlier * mean_earlier**2, 0.0)
+        df = split - 1 + SPEND_PRIOR_WEEKS
         sigma = math.sqrt((squares + SPEND_PRIOR_WEEKS * SPEND_SIGMA_PRIOR**2) / df)
         t = (mean_recent - mean_earlier) / (sigma * math.sqrt(1 / n_recent + 1 / n_earlier))
         p_value = stats.normal_cdf(stats.t_to_z(t, df))

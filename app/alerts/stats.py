@@ -9,8 +9,14 @@ evaluation here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
 
 # Prior on a customer's visit rate, Gamma(shape 0.5, rate 0): Jeffreys' prior, so that the
 # posterior after x gaps over t days is Gamma(x + 0.5, t) and says nothing the visits do not.
@@ -40,21 +46,31 @@ def silence_survival(gaps: int, span_days: float, silent_days: float, regularity
     customer's: the uncertainty errs towards fewer alarms."""
     if silent_days <= 0:
         return 1.0
-    shape = gaps + RATE_PRIOR_SHAPE
-    span = max(span_days, 1.0)
-    stretched = regularity * silent_days
-    log_q = math.log(span / (span + stretched))
-    log_rest = math.log(stretched / (span + stretched))
-    total = 0.0
-    for j in range(regularity):
-        total += math.exp(
-            math.lgamma(shape + j)
-            - math.lgamma(shape)
-            - math.lgamma(j + 1)
-            + shape * log_q
-            + j * log_rest
-        )
-    return min(total, 1.0)
+    return _Survival(gaps, span_days, regularity)(silent_days)
+
+
+class _Survival:
+    """silence_survival for one customer at any silence: the terms that do not depend on
+    the silence worked out once (the next-check search asks for a dozen silences)."""
+
+    def __init__(self, gaps: int, span_days: float, regularity: int) -> None:
+        self.shape = gaps + RATE_PRIOR_SHAPE
+        self.span = max(span_days, 1.0)
+        self.regularity = regularity
+        base = math.lgamma(self.shape)
+        self.terms = [
+            math.lgamma(self.shape + j) - base - math.lgamma(j + 1) for j in range(regularity)
+        ]
+
+    def __call__(self, silent_days: float) -> float:
+        if silent_days <= 0:
+            return 1.0
+        stretched = self.regularity * silent_days
+        whole = self.span + stretched
+        log_q = self.shape * math.log(self.span / whole)
+        log_rest = math.log(stretched / whole)
+        total = sum(math.exp(term + log_q + j * log_rest) for j, term in enumerate(self.terms))
+        return min(total, 1.0)
 
 
 def first_silence_at(
@@ -62,12 +78,22 @@ def first_silence_at(
 ) -> int | None:
     """The fewest silent days whose survival is at most `alpha` (None: not within
     `within_days`). The survival falls as the silence grows, so a bisection finds it."""
-    if silence_survival(gaps, span_days, within_days, regularity) > alpha:
-        return None
-    low, high = 0, within_days  # survival(low) > alpha >= survival(high)
+    survival = _Survival(gaps, span_days, regularity)
+    # For a Poisson customer the answer has a closed form; a more regular one's tail is
+    # lighter, so the same silence is enough for them, and bounds the search.
+    stretch = -math.log(alpha) / survival.shape
+    high = within_days
+    if stretch < math.log(within_days + 1):  # else beyond the range (and no overflow)
+        poisson = math.ceil(survival.span * math.expm1(stretch) - 1e-9)
+        high = min(max(poisson, 1), within_days)
+    if survival(high) > alpha:  # not lighter this far out: search the whole range
+        high = within_days
+        if survival(high) > alpha:
+            return None
+    low = 0  # survival(low) > alpha >= survival(high)
     while high - low > 1:
         middle = (low + high) // 2
-        if silence_survival(gaps, span_days, middle, regularity) <= alpha:
+        if survival(middle) <= alpha:
             high = middle
         else:
             low = middle
@@ -80,11 +106,17 @@ def gap_spread(gaps: Sequence[int], prior_gaps: float = PRIOR_GAPS) -> float:
     `prior_gaps` gaps, so that a few gaps cannot make a customer look like clockwork. For a
     renewal process it is also the variance over mean of visit counts over long periods:
     the dispersion of the frequency test."""
-    count = len(gaps)
-    mean = sum(gaps) / count if count else 0.0
-    if count < 2 or mean <= 0:
+    return spread_of_sums(len(gaps), sum(gaps), sum(gap * gap for gap in gaps), prior_gaps)
+
+
+def spread_of_sums(
+    count: int, total: float, squares: float, prior_gaps: float = PRIOR_GAPS
+) -> float:
+    """gap_spread from the gaps' count, sum and sum of squares."""
+    if count < 2 or total <= 0:
         return 1.0
-    variance = sum((gap - mean) ** 2 for gap in gaps) / (count - 1)
+    mean = total / count
+    variance = max(squares - count * mean * mean, 0.0) / (count - 1)
     return (variance / mean**2 * (count - 1) + prior_gaps) / (count - 1 + prior_gaps)
 
 
@@ -95,23 +127,63 @@ def regularity_of(gaps: Sequence[int]) -> int:
     return max(1, min(MAX_REGULARITY, math.floor(1.0 / gap_spread(gaps) + 1e-9)))
 
 
-def dispersion_of(gaps: Sequence[int]) -> float:
-    return max(gap_spread(gaps), MIN_DISPERSION)
-
-
-def rate_fall_p_value(
+def rate_fall_z(
     recent: int, recent_days: float, earlier: int, earlier_days: float, dispersion: float
 ) -> float:
-    """One-sided p-value of "the visit rate did not fall": given all n visits, the recent
-    period's count is Binomial(n, its share of the time) if the rate is unchanged; the
-    normal form with continuity correction, the variance scaled by the customer's own
-    dispersion (quasi-Poisson)."""
+    """The deviate of "the visit rate did not fall" (its one-sided p-value is
+    normal_cdf(z)): given all n visits, the recent period's count is Binomial(n, its share
+    of the time) if the rate is unchanged; the normal form with continuity correction, the
+    variance scaled by the customer's own dispersion (quasi-Poisson)."""
     n = recent + earlier
     if earlier == 0 or n == 0:
-        return 1.0
+        return 0.0
     share = recent_days / (recent_days + earlier_days)
     spread = math.sqrt(dispersion * n * share * (1 - share))
-    return normal_cdf((recent + 0.5 - n * share) / spread)
+    return (recent + 0.5 - n * share) / spread
+
+
+# The deviates at which the scan's tail probability is tabulated, and the simulated draws.
+_SCAN_GRID = np.arange(0.0, 5.0, 0.01)
+_SCAN_DRAWS = 40_000
+_SCAN_MIN_COUNT = 40  # fewer draws beyond a deviate: the union bound answers instead
+
+
+def scan_p_value(z: float, windows: Sequence[int], history_weeks: float) -> float:
+    """P(the lowest of the windows' deviates is z or lower) if nothing changed: the
+    correction for trying several recent windows, all ending now, against the history
+    before each. Their deviates are those of one Brownian bridge over the history,
+    standardized at the windows' shares of it: correlated (sqrt(s_a (1 - s_b) / (s_b (1 -
+    s_a))) for shares s_a < s_b), so trying many costs far less than the union bound
+    (Bonferroni) charges. The tail is simulated once per set of windows and history length
+    (weeks, rounded; four-weekly beyond a year, and at most three years), and the union
+    bound answers beyond what the simulation resolves."""
+    count = len(windows)
+    if count == 0:
+        return 1.0
+    union = min(count * normal_cdf(z), 1.0)
+    if count == 1 or z >= 0:
+        return union
+    weeks = (
+        round(history_weeks) if history_weeks <= 52 else 52 + 4 * round((history_weeks - 52) / 4)
+    )
+    tail = _scan_tail(tuple(windows), min(weeks, 156))
+    index = int(-z / 0.01)
+    if index >= len(_SCAN_GRID) or tail[index] * _SCAN_DRAWS < _SCAN_MIN_COUNT:
+        return union
+    return float(min(tail[index], union))
+
+
+@functools.lru_cache(maxsize=512)
+def _scan_tail(windows: tuple[int, ...], history_weeks: int) -> FloatArray:
+    shares = np.array([min(w / history_weeks, 0.999) for w in windows])
+    low, high = np.minimum.outer(shares, shares), np.maximum.outer(shares, shares)
+    correlation = np.sqrt(low * (1 - high) / (high * (1 - low)))
+    factor = np.linalg.cholesky(correlation + 1e-9 * np.eye(len(windows)))
+    rng = np.random.default_rng([*windows, history_weeks])
+    draws = rng.standard_normal((_SCAN_DRAWS, len(windows))) @ factor.T
+    lowest = np.sort(draws.min(axis=1))
+    # P(min <= -g) for each g of the grid
+    return np.searchsorted(lowest, -_SCAN_GRID, side="right") / _SCAN_DRAWS
 
 
 def t_to_z(t: float, df: float) -> float:

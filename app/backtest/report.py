@@ -11,6 +11,11 @@ day is its visit day. With H the horizon and E the last day of the data:
   (L + H) - (that first alert's day): positive when the alert came before they had been
   silent H days (recall).
 
+Beside the rules, two baselines (`baselines.py`) run on the same purchases and the same
+simulated days and are judged the same way: recency (silent k times the customer's own mean
+gap; k = 2 and 3, and the k that raises about as many alerts as the inactivity rule) and
+purchase count (fewer than half the visits of the H days before in the last H days).
+
 The report holds plain values only (dates and money as strings), so it serialises as it is.
 """
 
@@ -26,6 +31,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from app.backtest import baselines
 from app.backtest.replay import OpenedAlert, Reject, Replay
 from app.policy.schemas import RULES
 
@@ -45,8 +51,21 @@ class RuleResult:
     caught: int  # customers who really stopped and were alerted afterwards
     recall: float | None  # None: nobody stopped
     median_lead_days: float | None
-    value_at_risk: str  # of every alert, as announced when it opened
-    value_at_risk_true_positives: str
+    value_at_risk: str | None  # of every alert, as announced when it opened (None: unpriced)
+    value_at_risk_true_positives: str | None
+
+
+RECENCY_MATCHED = "recency_matched"
+COUNT_DROP = "purchase_count"
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineResult(RuleResult):
+    """A baseline judged like a rule (it has no value model: no value at risk)."""
+
+    definition: str  # in plain words
+    k: float | None = None  # recency: silent at least k times the customer's own mean gap
+    window_days: int | None = None  # purchase count: the two windows' length (H)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,7 @@ class Report:
     eligible_customers: int  # with at least min_visits visit days
     stopped: int
     rules: list[RuleResult]  # one per rule, then ALL
+    baselines: list[BaselineResult]  # on the same days, judged the same way
     weeks: list[WeekCounts]
     reject_reasons: dict[str, int] = field(default_factory=dict)  # "field: code" -> rows
     rejects: list[RejectOut] = field(default_factory=list)  # the first few
@@ -114,8 +134,14 @@ def build(replay: Replay, *, file: str, horizon_days: int | None = None) -> Repo
     by_rule: dict[str, list[OpenedAlert]] = defaultdict(list)
     for alert in replay.alerts:
         by_rule[alert.rule].append(alert)
-    rows = [_judge(rule, enabled[rule], by_rule[rule], history, horizon, end) for rule in RULES]
-    rows.append(_judge(ALL, any(enabled.values()), replay.alerts, history, horizon, end))
+    rows = [
+        RuleResult(rule, enabled[rule], **_judge(by_rule[rule], history, horizon, end))
+        for rule in RULES
+    ]
+    rows.append(
+        RuleResult(ALL, any(enabled.values()), **_judge(replay.alerts, history, horizon, end))
+    )
+    inactivity = len(by_rule["inactivity"]) if enabled["inactivity"] else None
     return Report(
         file=file,
         horizon_days=horizon,
@@ -132,6 +158,7 @@ def build(replay: Replay, *, file: str, horizon_days: int | None = None) -> Repo
         eligible_customers=history.eligible,
         stopped=len(history.stopped),
         rules=rows,
+        baselines=_baselines(replay, history, horizon, inactivity),
         weeks=_weeks(replay),
         reject_reasons=_reasons(replay.rejects),
         rejects=[
@@ -160,21 +187,60 @@ def _history(replay: Replay, horizon: int, min_visits: int) -> _History:
     return _History(days, stopped, len(eligible))
 
 
+def _baselines(
+    replay: Replay, history: _History, horizon: int, inactivity_alerts: int | None
+) -> list[BaselineResult]:
+    """Recency at k = 2 and 3, at the k matched to the inactivity rule's alerts (when it is
+    enabled and raised any), and purchase count; judged on the replay's days."""
+    if replay.first_day is None:
+        return []
+    days = baselines.Days(replay.first_day, replay.step_days, replay.steps)
+    loyalty = replay.policy.loyalty
+    tenths = [(f"recency_k{k}", k * baselines.TENTHS) for k in baselines.FIXED_K]
+    if inactivity_alerts:
+        matched = baselines.matched_k(history.days, days, loyalty, inactivity_alerts)
+        tenths.append((RECENCY_MATCHED, matched))
+    end = replay.last_day
+    results = []
+    for name, k_tenths in tenths:
+        alerts = _alerts(name, baselines.recency(history.days, days, loyalty, k_tenths))
+        k = k_tenths / baselines.TENTHS
+        definition = f"silent at least {k:g} x the customer's own mean gap"
+        if name == RECENCY_MATCHED:
+            definition += f" (k matched to the {inactivity_alerts:,} inactivity alerts)"
+        measures = _judge(alerts, history, horizon, end, priced=False)
+        results.append(BaselineResult(name, True, **measures, definition=definition, k=k))
+    alerts = _alerts(COUNT_DROP, baselines.count_drop(history.days, days, loyalty, horizon))
+    measures = _judge(alerts, history, horizon, end, priced=False)
+    definition = f"visits in the last {horizon} days under half those of the {horizon} before"
+    results.append(
+        BaselineResult(COUNT_DROP, True, **measures, definition=definition, window_days=horizon)
+    )
+    return results
+
+
+def _alerts(name: str, opened: dict[str, list[date]]) -> list[OpenedAlert]:
+    return [
+        OpenedAlert(customer, name, day, Decimal(0))
+        for customer, days in sorted(opened.items())
+        for day in days
+    ]
+
+
 def _judge(
-    rule: str,
-    enabled: bool,
     alerts: Sequence[OpenedAlert],
     history: _History,
     horizon: int,
     end: date | None,
-) -> RuleResult:
+    *,
+    priced: bool = True,
+) -> dict[str, Any]:
+    """The measures of a RuleResult for these alerts (no value at risk unless priced)."""
     span = timedelta(days=horizon)
     judgeable = [a for a in alerts if end is not None and a.day + span <= end]
     right = [a for a in judgeable if not _bought_within(history.days.get(a.customer_id), a, span)]
     leads = _leads(alerts, history.stopped, span)
-    return RuleResult(
-        rule=rule,
-        enabled=enabled,
+    return dict(
         alerts=len(alerts),
         judgeable=len(judgeable),
         too_recent=len(alerts) - len(judgeable),
@@ -183,8 +249,8 @@ def _judge(
         caught=len(leads),
         recall=_share(len(leads), len(history.stopped)),
         median_lead_days=float(statistics.median(leads)) if leads else None,
-        value_at_risk=_money(a.value_at_risk for a in alerts),
-        value_at_risk_true_positives=_money(a.value_at_risk for a in right),
+        value_at_risk=_money(a.value_at_risk for a in alerts) if priced else None,
+        value_at_risk_true_positives=_money(a.value_at_risk for a in right) if priced else None,
     )
 
 
@@ -251,7 +317,7 @@ def table(report: Report) -> str:
         f"{report.customers:,} customers, {report.eligible_customers:,} with at least "
         f"{report.min_visits} visit days, {report.stopped:,} of them really stopped",
         "",
-        _rule_table(report.rules),
+        _rule_table(report.rules, report.baselines),
         "",
         "precision: alerts whose customer did not buy within the horizon, of those opened at "
         "least a horizon before the end",
@@ -259,26 +325,57 @@ def table(report: Report) -> str:
         "alerted after their last purchase",
         "lead: days before the customer had been silent a horizon (negative: after)",
     ]
+    lines += _baseline_lines(report.baselines)
     lines += _reject_lines(report)
     lines += ["", _week_table(report.weeks)]
     return "\n".join(lines)
 
 
-def _rule_table(rows: Sequence[RuleResult]) -> str:
+def _rule_table(rows: Sequence[RuleResult], others: Sequence[BaselineResult]) -> str:
     header = (
-        f"{'rule':<15} {'alerts':>7} {'judged':>7} {'recent':>7} {'right':>7} {'precision':>9} "
-        f"{'caught':>7} {'recall':>7} {'lead':>6} {'value at risk':>14} {'of the right':>14}"
+        f"{'rule':<{NAME_WIDTH}} {'alerts':>7} {'judged':>7} {'recent':>7} {'right':>7} "
+        f"{'precision':>9} {'caught':>7} {'recall':>7} {'lead':>6} {'value at risk':>14} "
+        f"{'of the right':>14}"
     )
     lines = [header, "-" * len(header)]
-    for row in rows:
-        name = row.rule if row.enabled or row.rule == ALL else f"{row.rule} (off)"
+    named = [(_rule_name(row), row) for row in rows]
+    if others:
+        named += [("baselines", None)] + [(_baseline_name(row), row) for row in others]
+    for name, row in named:
+        if row is None:
+            lines.append(name)
+            continue
         lines.append(
-            f"{name:<15} {row.alerts:>7,} {row.judgeable:>7,} {row.too_recent:>7,} "
+            f"{name:<{NAME_WIDTH}} {row.alerts:>7,} {row.judgeable:>7,} {row.too_recent:>7,} "
             f"{row.true_positives:>7,} {_percent(row.precision):>9} {row.caught:>7,} "
             f"{_percent(row.recall):>7} {_days(row.median_lead_days):>6} "
             f"{_amount(row.value_at_risk):>14} {_amount(row.value_at_risk_true_positives):>14}"
         )
     return "\n".join(lines)
+
+
+NAME_WIDTH = 17
+
+
+def _rule_name(row: RuleResult) -> str:
+    return row.rule if row.enabled or row.rule == ALL else f"{row.rule} (off)"
+
+
+def _baseline_name(row: BaselineResult) -> str:
+    if row.k is None:
+        return "  " + row.rule.replace("_", " ")
+    return f"  recency k={row.k:g}{' *' if row.rule == RECENCY_MATCHED else ''}"
+
+
+def _baseline_lines(rows: Sequence[BaselineResult]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "baselines: loyal customers only, on the replay's days, judged like the rules; no "
+        "value model, so no value at risk"
+    ]
+    lines += [f"  {_baseline_name(row).strip()}: {row.definition}" for row in rows]
+    return lines
 
 
 def _reject_lines(report: Report) -> list[str]:
@@ -312,8 +409,8 @@ def _days(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
-def _amount(text: str) -> str:
-    return f"{Decimal(text):,.0f}"
+def _amount(text: str | None) -> str:
+    return "-" if text is None else f"{Decimal(text):,.0f}"
 
 
 # -- the chart ---------------------------------------------------------------------------------
@@ -336,7 +433,7 @@ def chart(report: Report) -> str:
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
         "th:first-child,td:first-child{text-align:left}</style></head><body>"
         f"<h1>{title}</h1><p>{html.escape(_caption(report))}</p>"
-        f"{_svg(report.weeks)}{_summary_html(report.rules)}</body></html>\n"
+        f"{_svg(report.weeks)}{_summary_html(report.rules, report.baselines)}</body></html>\n"
     )
 
 
@@ -406,15 +503,20 @@ def _legend() -> list[str]:
     return parts
 
 
-def _summary_html(rows: Sequence[RuleResult]) -> str:
-    head = "".join(
-        f"<th>{name}</th>"
-        for name in ("rule", "alerts", "judged", "right", "precision", "caught", "recall", "lead")
-    )
-    body = "".join(
-        f"<tr><td>{html.escape(r.rule)}</td><td>{r.alerts}</td><td>{r.judgeable}</td>"
+def _summary_html(rows: Sequence[RuleResult], others: Sequence[BaselineResult]) -> str:
+    names = ("rule", "alerts", "judged", "right", "precision", "caught", "recall", "lead")
+    head = "".join(f"<th>{name}</th>" for name in names)
+    body = "".join(_html_row(r.rule, r) for r in rows)
+    if others:
+        body += f'<tr><th colspan="{len(names)}">baselines</th></tr>'
+        body += "".join(_html_row(_baseline_name(r).strip(), r) for r in others)
+    notes = "".join(f"<li>{html.escape(line.strip())}</li>" for line in _baseline_lines(others))
+    return f"<table><tr>{head}</tr>{body}</table>" + (f"<ul>{notes}</ul>" if notes else "")
+
+
+def _html_row(name: str, r: RuleResult) -> str:
+    return (
+        f"<tr><td>{html.escape(name)}</td><td>{r.alerts}</td><td>{r.judgeable}</td>"
         f"<td>{r.true_positives}</td><td>{_percent(r.precision)}</td><td>{r.caught}</td>"
         f"<td>{_percent(r.recall)}</td><td>{_days(r.median_lead_days)}</td></tr>"
-        for r in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"

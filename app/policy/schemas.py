@@ -54,7 +54,7 @@ class Inactivity(_Rule):
 
 class FrequencyDrop(_Rule):
     """Fires when the customer still comes, but their visit rate fell: the visits of the
-    last 4, 8, 13, 17, 21 or 26 complete weeks against the whole history before, a test of two
+    last 4 to 26 complete weeks against the whole history before, a test of two
     Poisson rates scaled by the dispersion of the customer's own gaps, corrected for the
     windows tried."""
 
