@@ -275,13 +275,13 @@ async def test_false_alarms_at_one_moment_stay_within_the_budget(
     outcome = await _simulated(app, client, keys, clock, chain)
     report = outcome.report()
     # The default budget: 5 open alerts per 100 unchanged loyal customers at any moment.
-    # Measured on this seed: 2 of 240 at the end (0.8 %) on both databases.
+    # Measured on this seed: 4 of 240 at the end (1.7 %) on both databases.
     assert outcome.at_end.false_alarm_rate <= 0.05, report
     # The yearly figure, reported beside it: loyal customers alerted at some point of the
-    # year. Measured on this seed: 59 of 240 (25 %; it was 104, 43 %, with the fixed
-    # multiples of the mean gap): inactivity 34 (a fifth of the regulars take a holiday of
+    # year. Measured on this seed: 60 of 240 (25 %; it was 104, 43 %, with the fixed
+    # multiples of the mean gap): inactivity 35 (a fifth of the regulars take a holiday of
     # 10 to 24 days, a real surprise for a weekly customer), category_lapse 16,
-    # frequency_drop 12, spend_drop 8; each resolved when the customer came back. Guards
+    # frequency_drop 13, spend_drop 8; each resolved when the customer came back. Guards
     # against regressions.
     assert outcome.ever.false_alarm_rate <= 0.3, report
     assert outcome.ever.occasional_alarms <= 0.05 * outcome.ever.occasional, report
@@ -308,8 +308,8 @@ async def test_recall_at_one_moment_is_near_the_statistical_limit(
 @pytest.mark.anyio
 @pytest.mark.xfail(
     strict=True,
-    reason="known: at the end of this chain the service has 16 of 40 halvers open against "
-    "the limit's 22 (0.73 of it, short of 0.9): the limit is told the months in which "
+    reason="known: at the end of this chain the service has 17 of 40 halvers open against "
+    "the limit's 22 (0.77 of it, short of 0.9): the limit is told the months in which "
     "changes happen and has its thresholds set on this chain's own unchanged customers; "
     "the service's test must look for a change in any window and hold its false-alarm "
     "rate for every customer (bench/README.md, detection, where the medians of larger "
@@ -339,5 +339,5 @@ async def test_halvers_are_caught_as_far_as_measured(
 ) -> None:
     outcome = await _simulated(app, client, keys, clock, chain)
     report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
-    # Guards what works while the target above is missed (measured: 0.73 of the limit).
+    # Guards what works while the target above is missed (measured: 0.77 of the limit).
     assert outcome.at_end.detections["halve"].recall >= 0.65 * bound.recall["halve"], report
