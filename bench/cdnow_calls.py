@@ -18,15 +18,13 @@ import tempfile
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from import_cdnow import DATA, LIMITS, OPTIONS
 from sqlalchemy import select, text, update
 
 from app.alerts.service import Evaluator, sweep
-from app.imports.reader import ReadOptions, parse_mapping
 from app.imports.service import import_local
-from app.ingestion.schemas import EventLimits
 from app.kit.db import TransactionRunner, create_engine
 from app.kit.migrations import upgrade
 from app.kit.settings import Settings
@@ -35,14 +33,6 @@ from app.policy import service as policies
 from app.policy.schemas import PolicyBody
 from app.scoring.service import refit
 
-DATA = Path(__file__).resolve().parent / "data" / "CDNOW_master.txt.gz"
-OPTIONS = ReadOptions(
-    delimiter="whitespace",
-    mapping=parse_mapping("customer_id=customer_id,occurred_at=date,amount=dollar_value"),
-    date_format="yyyymmdd",
-    default_store="cdnow",
-    default_currency="USD",
-)
 NOW = datetime(1998, 7, 1, 9, tzinfo=UTC)
 
 
@@ -58,7 +48,7 @@ async def calls(policy: PolicyBody) -> dict[str, Any]:
                 DATA,
                 OPTIONS,
                 max_future_skew=timedelta(minutes=5),
-                limits=EventLimits(currency="USD"),
+                limits=LIMITS,
             )
             await transactions.run(
                 lambda c: policies.replace(c, policy, source="api", created_by="bench", now=NOW)

@@ -261,6 +261,13 @@ async def _simulated(
     return _OUTCOMES[url]
 
 
+@pytest.fixture
+async def outcome(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, chain: Chain
+) -> _Outcome:
+    return await _simulated(app, client, keys, clock, chain)
+
+
 @pytest.fixture(scope="module")
 def bound(chain: Chain) -> Limit:
     """The statistical limit on the same chain, at 5 % false alarms among its unchanged
@@ -269,10 +276,7 @@ def bound(chain: Chain) -> Limit:
 
 
 @pytest.mark.anyio
-async def test_false_alarms_at_one_moment_stay_within_the_budget(
-    app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock, chain: Chain
-) -> None:
-    outcome = await _simulated(app, client, keys, clock, chain)
+async def test_false_alarms_at_one_moment_stay_within_the_budget(outcome: _Outcome) -> None:
     report = outcome.report()
     # The default budget: 5 open alerts per 100 unchanged loyal customers at any moment.
     # Measured on this seed: 4 of 240 at the end (1.7 %) on both databases.
@@ -289,14 +293,8 @@ async def test_false_alarms_at_one_moment_stay_within_the_budget(
 
 @pytest.mark.anyio
 async def test_recall_at_one_moment_is_near_the_statistical_limit(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    keys: Keys,
-    clock: Clock,
-    chain: Chain,
-    bound: Limit,
+    outcome: _Outcome, bound: Limit
 ) -> None:
-    outcome = await _simulated(app, client, keys, clock, chain)
     report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
     found = outcome.at_end.detections
     assert bound.false_alarms <= 0.05
@@ -315,29 +313,13 @@ async def test_recall_at_one_moment_is_near_the_statistical_limit(
     "rate for every customer (bench/README.md, detection, where the medians of larger "
     "chains are closer)",
 )
-async def test_halvers_are_caught_near_the_limit(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    keys: Keys,
-    clock: Clock,
-    chain: Chain,
-    bound: Limit,
-) -> None:
-    outcome = await _simulated(app, client, keys, clock, chain)
+async def test_halvers_are_caught_near_the_limit(outcome: _Outcome, bound: Limit) -> None:
     report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
     assert outcome.at_end.detections["halve"].recall >= 0.9 * bound.recall["halve"], report
 
 
 @pytest.mark.anyio
-async def test_halvers_are_caught_as_far_as_measured(
-    app: FastAPI,
-    client: httpx.AsyncClient,
-    keys: Keys,
-    clock: Clock,
-    chain: Chain,
-    bound: Limit,
-) -> None:
-    outcome = await _simulated(app, client, keys, clock, chain)
+async def test_halvers_are_caught_as_far_as_measured(outcome: _Outcome, bound: Limit) -> None:
     report = outcome.report() + f"\nlimit: {dict(bound.recall)}"
     # Guards what works while the target above is missed (measured: 0.77 of the limit).
     assert outcome.at_end.detections["halve"].recall >= 0.65 * bound.recall["halve"], report

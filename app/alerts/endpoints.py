@@ -42,6 +42,12 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"], responses=problem_respo
 # pattern rather than a Decimal's bounds, so that the document says exactly what is taken.
 MONEY_PATTERN = r"^\d{1,14}(\.\d{1,4})?$"
 
+MinValueAtRisk = Annotated[
+    str | None,
+    Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
+]
+StoreIds = Annotated[list[Identifier], Query(max_length=200)]
+
 # The feed is re-read this often while a long poll waits (any replica may have written).
 LONG_POLL_STEP = 0.25
 
@@ -66,12 +72,9 @@ async def list_alerts(
     status: Annotated[list[Status], Query()] = [],  # noqa: B006 - FastAPI copies defaults
     rule: Annotated[list[Rule], Query()] = [],  # noqa: B006
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
-    store_id: Annotated[list[Identifier], Query(max_length=200)] = [],  # noqa: B006
+    store_id: StoreIds = [],  # noqa: B006
     customer_id: Annotated[Identifier | None, Query()] = None,
-    min_value_at_risk: Annotated[
-        str | None,
-        Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
-    ] = None,
+    min_value_at_risk: MinValueAtRisk = None,
     opened_after: Annotated[IsoAwareDatetime | None, Query()] = None,
     opened_before: Annotated[IsoAwareDatetime | None, Query()] = None,
     sort: Sort = "-value_at_risk",
@@ -107,11 +110,8 @@ cases_router = APIRouter(prefix="/v1/cases", tags=["alerts"], responses=problem_
 async def list_cases(
     request: Request,
     _: ReadKey,
-    store_id: Annotated[list[Identifier], Query(max_length=200)] = [],  # noqa: B006
-    min_value_at_risk: Annotated[
-        str | None,
-        Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
-    ] = None,
+    store_id: StoreIds = [],  # noqa: B006
+    min_value_at_risk: MinValueAtRisk = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> CasePage:

@@ -46,7 +46,8 @@ if TYPE_CHECKING:  # the heavy modules load only when the command runs (`radar -
     "--chart",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write an HTML page with a chart of the alerts per week by rule",
+    help="Write an HTML page: a chart of the alerts per week by rule, and the measures of "
+    "the rules and the baselines",
 )
 def backtest_command(
     file: Path,
@@ -63,7 +64,10 @@ def backtest_command(
     purchases happened, in a throw-away database: alerts open and resolve as they would
     have live. Each alert is then judged against what its customer did next: precision (no
     purchase within the horizon), recall and lead time (customers who really stopped, and
-    how early they were flagged), value at risk.
+    how early they were flagged), value at risk. Two baselines on the same days are judged
+    the same way beside the rules: recency (silent k times the customer's own mean gap, at
+    k = 2, 3 and the k raising as many alerts as the inactivity rule) and purchase count
+    (visits in the last horizon under half those of the horizon before).
     """
     from app.backtest import report as reports
     from app.imports.cli import read_options

@@ -338,23 +338,23 @@ def _rule_table(rows: Sequence[RuleResult], others: Sequence[BaselineResult]) ->
         f"{'of the right':>14}"
     )
     lines = [header, "-" * len(header)]
-    named = [(_rule_name(row), row) for row in rows]
+    lines += [_text_row(_rule_name(row), row) for row in rows]
     if others:
-        named += [("baselines", None)] + [(_baseline_name(row), row) for row in others]
-    for name, row in named:
-        if row is None:
-            lines.append(name)
-            continue
-        lines.append(
-            f"{name:<{NAME_WIDTH}} {row.alerts:>7,} {row.judgeable:>7,} {row.too_recent:>7,} "
-            f"{row.true_positives:>7,} {_percent(row.precision):>9} {row.caught:>7,} "
-            f"{_percent(row.recall):>7} {_days(row.median_lead_days):>6} "
-            f"{_amount(row.value_at_risk):>14} {_amount(row.value_at_risk_true_positives):>14}"
-        )
+        lines.append("baselines")
+        lines += [_text_row(_baseline_name(row), row) for row in others]
     return "\n".join(lines)
 
 
-NAME_WIDTH = 17
+def _text_row(name: str, row: RuleResult) -> str:
+    return (
+        f"{name:<{NAME_WIDTH}} {row.alerts:>7,} {row.judgeable:>7,} {row.too_recent:>7,} "
+        f"{row.true_positives:>7,} {_percent(row.precision):>9} {row.caught:>7,} "
+        f"{_percent(row.recall):>7} {_days(row.median_lead_days):>6} "
+        f"{_amount(row.value_at_risk):>14} {_amount(row.value_at_risk_true_positives):>14}"
+    )
+
+
+NAME_WIDTH = 20  # "frequency_drop (off)"
 
 
 def _rule_name(row: RuleResult) -> str:
