@@ -312,3 +312,21 @@ def test_first_visit_spend_and_segment_do_not_depend_on_order(order: int) -> Non
     state = CustomerState("c").apply(facts)
     assert state.first_visit_amount == 15
     assert (state.segment, state.segment_on) == ("gold", date(2026, 1, 9))
+
+
+def test_a_customer_who_drops_many_habits_gets_bounded_evidence() -> None:
+    start = date(2025, 6, 2)
+    names = tuple(f"aisle-{n:03d}" for n in range(60))
+    state = customer(every(start, 7, 30), categories=("grocery", *names), name="many")
+    later = [start + timedelta(days=7 * n) for n in range(30, 42)]
+    state.apply(
+        [EventFacts("purchase", d, 200_000, "s1", frozenset({"grocery"}), True) for d in later]
+    )
+    verdict = evaluate(state, later[-1] + timedelta(days=1)).verdicts["category_lapse"]
+    assert verdict.firing
+    evidence = verdict.evidence
+    assert evidence["lapsed_categories"] == 60
+    assert len(evidence["lapsed"]) == rules.LISTED_LAPSES
+    assert evidence["summary"].count("bought ") == rules.SUMMARY_LAPSES
+    assert evidence["summary"].endswith("; and 57 more")
+    assert verdict.stake == pytest.approx(60 * 30 / (60 * 30 + 42))  # their share of purchases

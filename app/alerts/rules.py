@@ -60,6 +60,9 @@ MIN_RECENT_VISITS = 2
 SPEND_SIGMA_PRIOR = 0.5
 SPEND_PRIOR_WEEKS = 3.0
 MUTED = "explained_by_inactivity"
+# How many lapsed categories an alert's evidence lists, and names in its summary.
+LISTED_LAPSES = 20
+SUMMARY_LAPSES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,12 +505,18 @@ def _category_lapse(
                 "p_value": _rounded(p_value),
             }
         )
-    lapsed.sort(key=lambda entry: entry["p_value"])
+    lapsed.sort(key=lambda entry: (entry["p_value"], entry["category"]))
 
     def explain() -> dict[str, Any]:
+        # A pattern tallies up to 500 categories: the evidence names the clearest lapses
+        # only, so an alert stays a small row whatever the customer bought.
+        summary = "; ".join(entry["summary"] for entry in lapsed[:SUMMARY_LAPSES])
+        if len(lapsed) > SUMMARY_LAPSES:
+            summary += f"; and {len(lapsed) - SUMMARY_LAPSES} more"
         return {
-            "summary": "; ".join(entry["summary"] for entry in lapsed),
-            "lapsed": lapsed,
+            "summary": summary,
+            "lapsed": lapsed[:LISTED_LAPSES],
+            "lapsed_categories": len(lapsed),
             "habitual_categories": len(habits),
             "p_value": _rounded(strongest),
             "significance": _rounded(alpha),
