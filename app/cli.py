@@ -55,6 +55,13 @@ def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def _database_name(url: str) -> str:
+    """The database a command works on, as people read it (no password)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 @click.group(cls=RadarGroup)
 def main() -> None:
     """Defection Radar: know which customers are drifting away while you can win them back."""
@@ -115,7 +122,7 @@ def migrate() -> None:
 @main.command()
 def rebuild() -> None:
     """Recompute every customer's pattern from the stored events (one transaction)."""
-    from app.customers.service import rebuild as rebuild_patterns
+    from app.pipeline import rebuild as rebuild_patterns
 
     customers = _with_transactions(lambda transactions: transactions.run(rebuild_patterns))
     click.echo(f"rebuilt the patterns of {customers} customers")
@@ -250,6 +257,50 @@ def dispatch(once: bool) -> None:
         click.echo("dispatching webhooks", err=True)
         await stop.wait()
         await dispatcher.stop()
+
+    _with_transactions(run)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Fold what is queued now, print how much, and exit")
+def score(once: bool) -> None:
+    """Fold, score and publish stored events: a scorer on its own, until SIGTERM or Ctrl-C.
+
+    The service runs one too (RADAR_SCORER); several may run at once, on either database,
+    each folding different customers. On shutdown the queue is folded for up to
+    RADAR_SHUTDOWN_GRACE; what is left waits in the database for the next scorer.
+    """
+    import signal
+
+    from app.alerts.service import Evaluator
+    from app.kit.db import utcnow
+    from app.kit.logging import configure_logging
+    from app.pipeline import Scorer
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def run(transactions: TransactionRunner) -> None:
+        scorer = Scorer(
+            transactions,
+            Evaluator(escalate_after=settings.alert_escalate_after),
+            utcnow,
+            batch_size=settings.scorer_batch_size,
+            idle_poll=settings.scorer_idle_poll,
+            listen_url=None if settings.is_sqlite else settings.database_url,
+        )
+        if once:
+            folded = await scorer.drain()
+            click.echo(f"scored {folded} events")
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stop.set)
+        scorer.start()
+        click.echo(f"scoring events ({_database_name(settings.database_url)})", err=True)
+        await stop.wait()
+        await scorer.stop(settings.shutdown_grace)
 
     _with_transactions(run)
 

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 
 from fastapi import Depends, FastAPI
@@ -24,6 +24,7 @@ from app.ingestion.endpoints import router as ingestion_router
 from app.ingestion.writer import EventWriter
 from app.keys.endpoints import router as keys_router
 from app.kit.auth import Authenticator
+from app.kit.backlog import Backlog
 from app.kit.db import TransactionRunner, create_engine, create_sessionmaker, utcnow
 from app.kit.errors import install_error_handlers
 from app.kit.logging import configure_logging, silence_parameter_logs
@@ -35,6 +36,7 @@ from app.kit.periodic import PeriodicJobs
 from app.kit.ratelimit import RateLimiter
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
+from app.pipeline import Scorer, pending_count
 from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
@@ -83,19 +85,42 @@ def create_app(
             await transactions.run(lambda c: policies.apply_file(c, path, utcnow()))
         evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
         app.state.evaluator = evaluator
+        metrics: Metrics = app.state.metrics
+        backlog = Backlog(settings.scorer_max_backlog)
+        app.state.backlog = backlog
+        metrics.scorer_pending.set_function(lambda: backlog.pending)
+        scorer = Scorer(
+            transactions,
+            evaluator,
+            clock,
+            backlog=backlog,
+            metrics=metrics,
+            batch_size=settings.scorer_batch_size,
+            idle_poll=settings.scorer_idle_poll,
+            listen_url=None if settings.is_sqlite else settings.database_url,
+        )
+        app.state.scorer = scorer
+        if settings.scorer:
+            scorer.start()
         writer = EventWriter(
             transactions,
             max_future_skew=settings.max_future_skew,
             idempotency_ttl=settings.idempotency_key_ttl,
             # SQLite has one writer at a time; PostgreSQL takes several transactions at once.
             workers=1 if settings.is_sqlite else settings.writer_concurrency,
-            evaluator=evaluator,
-            metrics=app.state.metrics,
-            clock=clock,
+            metrics=metrics,
+            backlog=backlog,
+            on_appended=lambda _: scorer.wake(),
         )
         writer.start()
         app.state.event_writer = writer
         jobs = PeriodicJobs()
+        # The backlog as the database counts it (every replica's ingest, every scorer).
+        jobs.start(
+            BACKLOG_COUNT_INTERVAL,
+            "count-scorer-backlog",
+            lambda: _count_backlog(transactions, backlog),
+        )
         if settings.housekeeping_interval.total_seconds() > 0:
             jobs.start(
                 settings.housekeeping_interval,
@@ -158,7 +183,9 @@ def create_app(
             # Requests have finished by now (the server waited for them): the writer's queue
             # is empty or nearly, then the background loops stop side by side.
             await writer.stop(drain_seconds=grace.total_seconds())
-            await asyncio.gather(jobs.stop(grace), dispatcher.stop(grace))
+            # The scorer folds what the last requests stored, within the grace period (what
+            # it leaves stays queued for the next start or another replica).
+            await asyncio.gather(scorer.stop(grace), jobs.stop(grace), dispatcher.stop(grace))
             await transactions.close()
             await engine.dispose()
 
@@ -195,6 +222,14 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+BACKLOG_COUNT_INTERVAL = timedelta(seconds=1)
+
+
+async def _count_backlog(transactions: TransactionRunner, backlog: Backlog) -> int:
+    backlog.counted(await transactions.read(pending_count))
+    return backlog.pending
 
 
 def app_factory() -> FastAPI:

@@ -139,6 +139,24 @@ class Customer(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ScorerQueue(Base):
+    """Events stored but not yet folded into their customer's pattern: ingest appends a row
+    in the transaction that stores the event, and the scorer deletes it in the transaction
+    that folds it (exactly once, whatever order transactions commit in)."""
+
+    __tablename__ = "scorer_queue"
+    __table_args__ = (
+        # The sweeper leaves customers with unfolded events alone: one probe per customer.
+        Index("ix_scorer_queue_customer_id", "customer_id"),
+    )
+
+    # purchase_events.id (no foreign key: checking it would cost every insert a probe)
+    event_pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=False)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    # Set when the scorer could not fold this customer's events: not claimed before then.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class CustomerVisitDay(Base):
     """One row per (customer, day) with a purchase: tells a new visit from a second purchase
     on the same day with one index probe, whatever order the events arrive in."""

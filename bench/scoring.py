@@ -47,6 +47,7 @@ import orjson
 from _postgres import reset_postgres
 from sqlalchemy import Connection
 
+from app import pipeline
 from app.alerts.service import Evaluator
 from app.ingestion import repository, service
 from app.kit.db import TransactionRunner, create_engine
@@ -117,8 +118,10 @@ def work(
             repository.insert_new_events(connection, plan.rows)
         elif mode == "patterns":
             service.apply_plan(connection, plan)
+            pipeline.score_all(connection, evaluator=None, now=now)
         else:
-            service.apply_plan(connection, plan, evaluator, now)
+            service.apply_plan(connection, plan)
+            pipeline.score_all(connection, evaluator=evaluator, now=now)
 
     return run
 

@@ -141,9 +141,27 @@ async def app(settings: Settings, clock: Clock) -> AsyncIterator[FastAPI]:
         yield application
 
 
+class ScoredTransport(httpx.ASGITransport):
+    """The app in process, read-your-writes: once an ingest request is answered, the test
+    waits for the app's own scorer to fold what is queued (as a client polling until
+    `pending_events` is 0 would), so that what a test reads next includes its events.
+    Tests of the scorer's lag itself use a plain `httpx.ASGITransport`."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if (
+            request.method == "POST"
+            and request.url.path.startswith("/v1/purchases")
+            and response.status_code < 300
+        ):
+            app: Any = self.app
+            await app.state.scorer.drain()
+        return response
+
+
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
+    transport = ScoredTransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as http:
         yield http
 

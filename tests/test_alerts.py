@@ -18,7 +18,7 @@ from app.alerts.service import SweepResult, sweep
 from app.kit.auth import Scope
 from app.kit.settings import Settings
 from app.models import AlertEvent
-from tests.conftest import Clock, Keys, event
+from tests.conftest import Clock, Keys, ScoredTransport, event
 
 pytestmark = pytest.mark.anyio
 
@@ -438,7 +438,7 @@ async def test_the_background_sweeper_opens_alerts_by_itself(
         await _truncate(app)
         key = await make_key(app, "till", Scope.INGEST, Scope.READ)
         headers = {"Authorization": f"Bearer {key}"}
-        transport = httpx.ASGITransport(app=app)
+        transport = ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             response = await client.post(
                 "/v1/purchases/batch",

@@ -17,7 +17,7 @@ from app.alerts.service import sweep
 from app.kit.auth import Scope
 from app.kit.settings import Settings
 from app.main import create_app
-from tests.conftest import Clock, Keys, _truncate, make_key
+from tests.conftest import Clock, Keys, ScoredTransport, _truncate, make_key
 from tests.test_alerts import post, visits, weekly
 
 pytestmark = pytest.mark.anyio
@@ -291,7 +291,7 @@ async def test_the_workflow_scope_is_configurable(settings: Settings, clock: Clo
         await _truncate(app)
         reader = await make_key(app, "ops", Scope.READ)
         manager = await make_key(app, "lead", Scope.MANAGE)
-        transport = httpx.ASGITransport(app=app)
+        transport = ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             url = "/v1/alerts/999999/acknowledge"
             refused = await client.post(url, headers={"Authorization": f"Bearer {reader}"})

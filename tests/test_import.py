@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -19,7 +18,7 @@ from app.cli import main
 from app.imports.reader import ReadOptions, parse_mapping, read
 from app.imports.service import ImportSummary, import_local, import_remote
 from app.kit.settings import get_settings
-from tests.conftest import Keys, stored_customers, stored_events
+from tests.conftest import Keys, ScoredTransport, stored_customers, stored_events
 
 pytestmark = pytest.mark.anyio
 
@@ -206,7 +205,7 @@ async def test_import_over_http_through_the_batch_endpoint(
 ) -> None:
     path = tmp_path / "history.csv"
     path.write_text(CSV + "c-1,notadate,1,north,,x\n")
-    transport = httpx.ASGITransport(app=app)
+    transport = ScoredTransport(app=app)
     summary = await import_remote(
         "http://radar.test", keys.raw["ingest"], path, MAPPED, transport=transport
     )

@@ -1,5 +1,5 @@
 """No item can stall the others: every loop that serves many (the dispatcher, the sweeper,
-the event writer, the periodic jobs) sets a poisoned item aside, visibly, and goes on."""
+the scorer, the periodic jobs) sets a poisoned item aside, visibly, and goes on."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from fastapi import FastAPI
 from sqlalchemy import update
 
 from app.customers import state
+from app.customers.repository import pending_events
 from app.kit.db import Money
 from app.models import Customer
 from app.scoring.service import MIN_CUSTOMERS_TO_FIT, refit
 from app.webhooks.dispatcher import Outcome
-from tests.conftest import Clock, Keys, event, stored_customers, stored_events
+from tests.conftest import Clock, Keys, event, stored_customers
 from tests.receiver import Receiver, Reply, always
 from tests.test_alerts import customer, post, sweep_at, unresolved, visits, weekly
 from tests.test_scores import _regular
@@ -197,15 +198,16 @@ async def test_a_customer_the_sweeper_cannot_evaluate_is_set_aside_and_the_other
     assert missing.headers["content-type"] == "application/problem+json"
 
 
-# -- the event writer ----------------------------------------------------------------------
+# -- the scorer ----------------------------------------------------------------------------
 
 
-async def test_a_customer_whose_events_cannot_be_stored_does_not_fail_the_batch(
+async def test_a_customer_whose_events_cannot_be_folded_is_set_aside_and_the_others_scored(
     app: FastAPI, client: httpx.AsyncClient, keys: Keys, clock: Clock
 ) -> None:
-    """A batch mixing a customer whose pattern cannot take an event with others: the others
-    are stored and answered accepted; that customer's events are rejected, named, and kept
-    nowhere, so that the till's retry can store them once the pattern is mended."""
+    """A batch mixing a customer whose pattern cannot take an event with others: ingest
+    stores and accepts all (storing never reads a pattern); the scorer folds the others,
+    sets that customer aside with their event kept in its queue, and folds it once mended
+    and retried: nothing is lost and nothing counts twice."""
     clock.set("2026-03-24T09:00:00+00:00")
     await post(client, keys, visits("poison", weekly(date(2026, 1, 5), 2)))
     await corrupt_pattern(app, "poison", {"not a week": "nor a tally"})
@@ -216,21 +218,38 @@ async def test_a_customer_whose_events_cannot_be_stored_does_not_fail_the_batch(
     ]
     response = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
     assert response.status_code == 200, response.text
-    body = response.json()
-    assert (body["accepted"], body["rejected"]) == (2, 1)
-    (rejected,) = [r for r in body["results"] if r["status"] == "rejected"]
-    assert rejected["index"] == 1
-    assert [e["code"] for e in rejected["errors"]] == ["not_stored"]
-    assert rejected["errors"][0]["pointer"] == "/events/1"
+    assert (response.json()["accepted"], response.json()["rejected"]) == (3, 0)
     for name in ("a-first", "z-last"):
-        assert (await customer(client, keys, name))["pattern"]["visit_days"] == 1
-    stored = {e["event_id"] for e in await stored_events(app)}
-    assert rejected["event_id"] not in stored
-    assert app.state.metrics.set_aside.labels("writer")._value.get() == 1
+        view = await customer(client, keys, name)
+        assert (view["pattern"]["visit_days"], view["pending_events"]) == (1, 0)
+    pending = await app.state.transactions.read(lambda c: pending_events(c, "poison"))
+    assert pending == 1  # kept in the scorer's queue
+    assert app.state.metrics.set_aside.labels("scorer")._value.get() == 1
+    (item,) = (await client.get("/v1/set-aside", headers=keys.manage)).json()["items"]
+    assert (item["loop"], item["item"], item["failures"]) == ("scorer", "poison", 1)
+    assert item["error"].startswith(("ValueError", "TypeError", "AttributeError"))
+    # Set aside: the scorer passes it by (a drain folds nothing, and does not fail).
+    assert await app.state.scorer.drain() == 0
+    # ...and the sweeper does not evaluate a pattern with events still to fold, even due
+    # (it would fail on this one, and set it aside as its own).
+    async with app.state.engine.begin() as connection:
+        await connection.execute(
+            update(Customer)
+            .where(Customer.customer_id == "poison")
+            .values(next_check_at=datetime(2026, 3, 1, tzinfo=UTC))
+        )
+    swept = await sweep_at(app, clock, datetime(2026, 5, 1, 9, tzinfo=UTC))
+    assert (swept.customers, swept.set_aside) == (0, 0)
 
     await corrupt_pattern(app, "poison", {})
-    retried = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
-    assert (retried.json()["accepted"], retried.json()["duplicates"]) == (1, 2)
+    retried = await client.post(f"/v1/set-aside/{item['id']}/retry", headers=keys.manage)
+    assert retried.status_code == 202, retried.text
+    assert await app.state.scorer.drain() == 1
+    mended = await customer(client, keys, "poison")
+    assert (mended["pattern"]["visit_days"], mended["pending_events"]) == (3, 0)
+    assert (await client.get("/v1/set-aside", headers=keys.manage)).json()["items"] == []
+    again = await client.post("/v1/purchases/batch", json={"events": batch}, headers=keys.ingest)
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 3)
 
 
 # -- sizes ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from app.main import create_app
 from app.models import Alert, AlertEvent, WebhookDelivery, WebhookMessage
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import EVENT_TYPES, EndpointIn, EventType
-from tests.conftest import make_key, stored_customers, stored_events
+from tests.conftest import ScoredTransport, make_key, stored_customers, stored_events
 
 offsets = st.integers(min_value=-12 * 60, max_value=14 * 60).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -114,7 +114,7 @@ async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> 
                 c, EndpointIn(url="http://127.0.0.1:9/crm", event_types=ALERT_TYPES), utcnow()
             )
         )
-        transport = httpx.ASGITransport(app=app)
+        transport = ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             await _post_all(client, key, [ANCHOR])
             for delivery in deliveries:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from app.kit.settings import Settings
 from app.main import create_app
-from tests.conftest import Keys, event, stored_customers, stored_events
+from tests.conftest import Keys, ScoredTransport, event, stored_customers, stored_events
 
 pytestmark = pytest.mark.anyio
 
@@ -134,7 +134,7 @@ async def test_the_currency_is_the_deployments_choice(settings: Settings) -> Non
     async with LifespanManager(app):
         await _truncate(app)
         key = await make_key(app, "till", Scope.INGEST)
-        transport = httpx.ASGITransport(app=app)
+        transport = ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             headers = {"Authorization": f"Bearer {key}"}
             yen = await client.post(

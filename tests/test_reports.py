@@ -15,7 +15,7 @@ from asgi_lifespan import LifespanManager
 from app.kit.auth import Scope
 from app.kit.settings import Settings
 from app.main import create_app
-from tests.conftest import Clock, Keys, _truncate, make_key
+from tests.conftest import Clock, Keys, ScoredTransport, _truncate, make_key
 from tests.test_alerts import post, visits, weekly
 
 pytestmark = pytest.mark.anyio
@@ -287,7 +287,7 @@ async def test_csv_text_that_could_run_as_a_formula_is_quoted_and_numbers_stay_n
     async with LifespanManager(app):
         await _truncate(app)
         key = {"Authorization": f"Bearer {await make_key(app, 'ops', Scope.INGEST, Scope.READ)}"}
-        transport = httpx.ASGITransport(app=app)
+        transport = ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             # Two lost in May (FORMULA_REASONS 2, 3), two won back in June: June's net is -2.
             opened = await lapse_at_formula_stores(client, Keys(key, key, key, {}), clock)

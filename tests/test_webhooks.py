@@ -31,7 +31,7 @@ from app.webhooks import repository as webhooks
 from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.repository import Job
 from app.webhooks.targets import Resolver, system_resolver
-from tests.conftest import Clock, Keys, _truncate, make_key
+from tests.conftest import Clock, Keys, ScoredTransport, _truncate, make_key
 from tests.receiver import Received, Receiver, Reply, always
 from tests.test_alerts import post, visits, weekly
 
@@ -304,7 +304,7 @@ async def running(
             manage={"Authorization": f"Bearer {manage}"},
             raw={},
         )
-        transport = httpx.ASGITransport(app=application)
+        transport = ScoredTransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as c:
             yield application, c, keys
 

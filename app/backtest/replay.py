@@ -2,8 +2,9 @@
 
 Every row is read and validated as `radar import` does; the valid events are sorted by when
 they happened and fed to a throw-away SQLite database one simulated step (a day, by default)
-at a time: the step's events are stored and their customers evaluated as the ingest does
-live (`plan_store` + `apply_plan` with the evaluator), then the sweeper runs at the step's end
+at a time: the step's events are stored and their customers evaluated as the service does
+live (`plan_store` + `apply_plan`, then the scorer's `score_all` in the same transaction),
+then the sweeper runs at the step's end
 for the customers who sent nothing. Because history arrives in event-time order, each alert
 opens on what the customer had done by that day, never on their future. The population model
 stays the built-in prior (no refits), so the same file and policy always give the same alerts.
@@ -27,10 +28,11 @@ from app.alerts.service import Evaluator, sweep
 from app.imports.reader import ReadOptions, read
 from app.imports.service import chunks, validate_rows
 from app.ingestion.schemas import EventKind, EventLimits, ItemStatus
-from app.ingestion.service import Candidate, apply_plan, plan_store
+from app.ingestion.service import Candidate, StorePlan, apply_plan, plan_store
 from app.kit.db import TransactionRunner, open_transactions
 from app.kit.settings import Settings, get_settings
 from app.models import Alert, AlertEvent
+from app.pipeline import score_all
 from app.policy import service as policies
 from app.policy.schemas import PolicyBody
 
@@ -153,13 +155,20 @@ async def _walk(
             # Received at the step's end, after every event in it: none is "in the future".
             plan = plan_store(events, received_at=now, max_future_skew=timedelta(0))
             await transactions.run(
-                functools.partial(apply_plan, plan=plan, evaluator=evaluator, now=now)
+                functools.partial(_store_and_score, plan=plan, evaluator=evaluator, now=now)
             )
         await sweep(
             transactions, evaluator, _fixed(now), batch_size=SWEEP_BATCH, max_batches=sys.maxsize
         )
         if progress is not None:
             progress(index + 1, len(steps))
+
+
+def _store_and_score(
+    connection: Connection, plan: StorePlan, evaluator: Evaluator, now: datetime
+) -> None:
+    apply_plan(connection, plan)
+    score_all(connection, evaluator=evaluator, now=now)
 
 
 def opened_alerts(connection: Connection) -> list[OpenedAlert]:

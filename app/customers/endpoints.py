@@ -64,10 +64,13 @@ async def get_customer(
 
     def load(connection: Connection) -> tuple[Any, ...]:
         state = repository.get_state(connection, customer_id)
-        if state is None:
+        pending = repository.pending_events(connection, customer_id)
+        if state is None and not pending:
             return (None,)
         return (
-            state,
+            state or CustomerState(customer_id),  # stored, not folded yet: an empty pattern
+            pending,
+            repository.updated_at(connection, customer_id) if state is not None else None,
             scoring.current_model(connection),
             policies.current(connection).body,
             alerts.for_customer(connection, customer_id),
@@ -76,7 +79,7 @@ async def get_customer(
     loaded = await transactions.read(load)
     if loaded[0] is None:
         raise NotFound(f"No purchases are stored for customer {customer_id!r}.")
-    state, model, policy, history = loaded
+    state, pending, updated_at, model, policy, history = loaded
     horizon = horizon_days or policy.horizon_days
     scores = scoring.score(
         state,
@@ -95,6 +98,8 @@ async def get_customer(
         model=_model(model),
         next_check_at=state.next_check_at,
         alerts=[AlertOut.model_validate(alert.snapshot()) for alert in history],
+        pending_events=pending,
+        pattern_updated_at=updated_at,
     )
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Table, delete, or_, select, update
+from sqlalchemy import Connection, Table, delete, or_, select, text, update
 
 from app.customers.state import CustomerState
 from app.kit.db import utcnow
@@ -65,6 +65,9 @@ _PG_STATE_TYPES = (
     "text", "date", "date", "int4", "int4", "int4", "int8", "int8", "int8", "text", "text",
     "text", "text", "text", "date", "timestamptz", "text", "text", "text", "timestamptz",
 )  # fmt: skip
+# The sweeper never evaluates a pattern that has events still to fold (the scorer will
+# evaluate it once they are): a probe of the scorer's queue by customer.
+_FOLDED = "NOT EXISTS (SELECT 1 FROM scorer_queue q WHERE q.customer_id = customers.customer_id)"
 _SELECT_STATES = f"SELECT {', '.join(_STATE_COLUMNS[:-1])} FROM customers "  # noqa: S608
 # Like the event insert, these run once per group commit with rows ready for the driver:
 # SQLAlchemy's per-value processing of three JSON columns cost more than the events did.
@@ -130,6 +133,23 @@ def get_state(connection: Connection, customer_id: str) -> CustomerState | None:
     return None if row is None else _state(row)
 
 
+def pending_events(connection: Connection, customer_id: str) -> int:
+    """The customer's events the scorer has not folded yet."""
+    placeholder = "$1" if connection.dialect.name == "postgresql" else "?"
+    count = connection.exec_driver_sql(
+        f"SELECT count(*) FROM scorer_queue WHERE customer_id = {placeholder}",  # noqa: S608
+        (customer_id,),
+    ).scalar()
+    return int(count or 0)
+
+
+def updated_at(connection: Connection, customer_id: str) -> datetime | None:
+    value = connection.execute(
+        select(_customers.c.updated_at).where(_customers.c.customer_id == customer_id)
+    ).scalar()
+    return value if isinstance(value, datetime) or value is None else None
+
+
 def claim_due(connection: Connection, now: datetime, limit: int) -> list[CustomerState]:
     """Up to `limit` customers whose next check has come, most overdue first, locked.
 
@@ -138,13 +158,14 @@ def claim_due(connection: Connection, now: datetime, limit: int) -> list[Custome
     """
     if connection.dialect.name == "postgresql":
         result = connection.exec_driver_sql(
-            _SELECT_STATES + "WHERE next_check_at <= $1 ORDER BY next_check_at LIMIT $2 "
-            "FOR UPDATE SKIP LOCKED",
+            _SELECT_STATES + "WHERE next_check_at <= $1 AND " + _FOLDED + " "
+            "ORDER BY next_check_at LIMIT $2 FOR UPDATE SKIP LOCKED",
             (now, limit),
         )
     else:
         result = connection.exec_driver_sql(
-            _SELECT_STATES + "WHERE next_check_at <= ? ORDER BY next_check_at LIMIT ?",
+            _SELECT_STATES + "WHERE next_check_at <= ? AND " + _FOLDED + " "
+            "ORDER BY next_check_at LIMIT ?",
             (sqlite_timestamp(now), limit),
         )
     return [_state(row) for row in result]
@@ -154,7 +175,7 @@ def due_ids(connection: Connection, now: datetime, limit: int) -> list[str]:
     """The ids `claim_due` would take, without locking them (to go through one by one)."""
     query = (
         select(_customers.c.customer_id)
-        .where(_customers.c.next_check_at <= now)
+        .where(_customers.c.next_check_at <= now, text(_FOLDED))
         .order_by(_customers.c.next_check_at)
         .limit(limit)
     )
@@ -165,12 +186,15 @@ def claim_one(connection: Connection, customer_id: str, now: datetime) -> list[C
     """The customer, locked, if their next check has come (else nobody)."""
     if connection.dialect.name == "postgresql":
         result = connection.exec_driver_sql(
-            _SELECT_STATES + "WHERE customer_id = $1 AND next_check_at <= $2 FOR UPDATE",
+            _SELECT_STATES
+            + "WHERE customer_id = $1 AND next_check_at <= $2 AND "
+            + _FOLDED
+            + " FOR UPDATE",
             (customer_id, now),
         )
     else:
         result = connection.exec_driver_sql(
-            _SELECT_STATES + "WHERE customer_id = ? AND next_check_at <= ?",
+            _SELECT_STATES + "WHERE customer_id = ? AND next_check_at <= ? AND " + _FOLDED,
             (customer_id, sqlite_timestamp(now)),
         )
     return [_state(row) for row in result]

@@ -86,3 +86,10 @@ class CustomerOut(BaseModel):
         description="When the rules look at this customer again if no event comes"
     )
     alerts: list[AlertOut] = Field(description="The customer's alerts, newest first (50 at most)")
+    pending_events: int = Field(
+        description="Events stored but not yet folded into this pattern by the scorer "
+        "(usually 0: the scorer follows ingest within a second)"
+    )
+    pattern_updated_at: datetime | None = Field(
+        description="When the scorer last folded an event into this pattern (None: not yet)"
+    )

@@ -1,13 +1,13 @@
-"""Keeping customer patterns current: inside each ingest transaction, and by full rebuild."""
+"""Customer patterns: folded from stored events by the scorer, and rebuilt in full."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection
@@ -15,9 +15,6 @@ from sqlalchemy import Connection
 from app.customers import repository
 from app.customers.state import CustomerState, EventFacts
 from app.kit.db import Money, utcnow
-
-if TYPE_CHECKING:
-    from app.alerts.service import Evaluator
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,34 +31,23 @@ class StoredEvent:
     staff_id: str | None = None
 
 
-def update_patterns(
-    connection: Connection,
-    events: Sequence[StoredEvent],
-    evaluator: Evaluator | None = None,
-    now: datetime | None = None,
-) -> None:
-    """Fold newly stored events into their customers' patterns, in the same transaction, and
-    let the evaluator re-score those customers and open or resolve their alerts.
+def fold(connection: Connection, events: Sequence[StoredEvent]) -> list[CustomerState]:
+    """Fold events into their customers' patterns: the states, locked and updated in memory
+    (the caller scores them and saves them with `save`, in the same transaction).
 
-    Callers pass only events that were inserted just now, never duplicates, so each event
-    counts once; the work is one look-up and one write per customer, whatever the history.
-    Without an evaluator the customers are left due, for the sweeper to evaluate.
+    Callers pass each stored event exactly once (the scorer's queue sees to it); the work is
+    one look-up and one write per customer, whatever the history.
     """
     if not events:
-        return
-    now = now or utcnow()
+        return []
     new_visits = repository.record_visit_days(connection, _visits(events))
     by_customer = _facts(events, new_visits)
     locked = repository.lock_states(connection, list(by_customer))
-    states = [locked[c].apply(facts) for c, facts in by_customer.items()]
-    if evaluator is None:
-        for state in states:
-            state.next_check_at = now
-        repository.save_states(connection, states)
-        return
-    changes = evaluator.evaluate(connection, states, now)
+    return [locked[c].apply(facts) for c, facts in by_customer.items()]
+
+
+def save(connection: Connection, states: Sequence[CustomerState]) -> None:
     repository.save_states(connection, states)
-    evaluator.write(connection, changes)
 
 
 def rebuild(connection: Connection) -> int:

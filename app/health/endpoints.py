@@ -6,11 +6,12 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
+from app.kit.backlog import Backlog
 from app.kit.errors import PROBLEM_CONTENT_TYPE, Problem, ServiceUnavailable
 from app.kit.metrics import Metrics
 from app.kit.migrations import current_revision, head_revision
@@ -27,6 +28,7 @@ class Readiness(BaseModel):
     status: str
     database: str
     schema_revision: str | None
+    pending_events: int = Field(description="Events stored and not yet scored (about)")
 
 
 @router.get("/healthz", summary="The process is up")
@@ -36,7 +38,7 @@ async def healthz() -> Health:
 
 @router.get(
     "/readyz",
-    summary="The database is reachable and its schema is current",
+    summary="The database is reachable, its schema current and the scorers keep up",
     responses={503: {"model": Problem, "content": {PROBLEM_CONTENT_TYPE: {}}}},
 )
 async def readyz(request: Request) -> Readiness:
@@ -57,7 +59,20 @@ async def readyz(request: Request) -> Readiness:
             f"schema at {revision}, code expects {head_revision()}: run 'radar migrate'",
             code="migrations_pending",
         )
-    return Readiness(status="ok", database=engine.dialect.name, schema_revision=revision)
+    backlog: Backlog = request.app.state.backlog
+    if backlog.over():
+        raise ServiceUnavailable(
+            f"{backlog.pending} events wait to be scored, more than {backlog.bound}: ingest "
+            "refuses new events until the scorers catch up",
+            code="scorer_backlog",
+            headers={"Retry-After": "2"},
+        )
+    return Readiness(
+        status="ok",
+        database=engine.dialect.name,
+        schema_revision=revision,
+        pending_events=backlog.pending,
+    )
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

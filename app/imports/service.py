@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from sqlalchemy import Connection
 
 from app.imports.reader import ReadOptions, Row, read
 from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus
@@ -33,6 +34,7 @@ from app.ingestion.service import (
     validation_errors,
 )
 from app.kit.db import TransactionRunner, utcnow
+from app.pipeline import score_all
 
 LOCAL_CHUNK = 2000  # rows per transaction (measured: 1,000-5,000 alike; 20,000 slower)
 REMOTE_CHUNK = 1000  # the batch endpoint's limit
@@ -154,7 +156,13 @@ async def _store(
     candidates: Sequence[Candidate],
 ) -> None:
     # No evaluator: the customers are left due, to be evaluated once on their whole history.
-    await transactions.run(lambda connection: apply_plan(connection, plan))
+    def store(connection: Connection) -> None:
+        apply_plan(connection, plan)
+        # Folded at once, left due: the sweeper (or --sweep) evaluates each customer once,
+        # on the whole history, rather than the scorer on its first part.
+        score_all(connection, evaluator=None, now=utcnow())
+
+    await transactions.run(store)
     _tally(summary, rows, candidates)
 
 

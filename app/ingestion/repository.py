@@ -48,11 +48,21 @@ _PG_SELECT = ", ".join(
 )
 _PG_ARRAYS = ", ".join(f"${i + 1}::{kind}[]" for i, kind in enumerate(_PG_TYPES))
 _PG_ALIASES = ", ".join(f"c{i}" for i in range(len(_PG_TYPES)))
-# One statement for the whole batch: each column travels as one array parameter.
+# One statement for the whole batch: each column travels as one array parameter, and the
+# events inserted are queued for the scorer by the same statement.
 _PG_INSERT = (
-    f"INSERT INTO purchase_events ({_COLUMNS}) "  # noqa: S608 - constant column names
+    f"WITH stored AS (INSERT INTO purchase_events ({_COLUMNS}) "  # noqa: S608 - constant names
     f"SELECT {_PG_SELECT} FROM unnest({_PG_ARRAYS}) AS u({_PG_ALIASES}) "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    "ON CONFLICT (event_id) DO NOTHING RETURNING id, customer_id, event_id), "
+    "queued AS (INSERT INTO scorer_queue (event_pk, customer_id) "
+    "SELECT id, customer_id FROM stored) "
+    "SELECT event_id FROM stored"
+)
+# SQLite: ids are taken in insert order under the write lock, so the events inserted by
+# this transaction are exactly those above the largest id before it.
+_SQLITE_QUEUE = (
+    "INSERT INTO scorer_queue (event_pk, customer_id) "
+    "SELECT id, customer_id FROM purchase_events WHERE id > ?"
 )
 _SQLITE_MAX_VARIABLES = 900
 
@@ -73,7 +83,7 @@ def _sqlite_row(row: EventRow) -> tuple[Any, ...]:
 def insert_new_events(
     connection: Connection, rows: Mapping[str, EventRow]
 ) -> tuple[set[str], dict[str, bytes]]:
-    """Insert the rows whose event_id is not stored yet.
+    """Insert the rows whose event_id is not stored yet, each queued for the scorer.
 
     Returns the event_ids inserted and, for the others, the stored content hashes.
     """
@@ -85,7 +95,9 @@ def insert_new_events(
         stored = stored_hashes(connection, list(rows))
         new = [row for event_id, row in rows.items() if event_id not in stored]
         if new:
+            last = connection.exec_driver_sql("SELECT max(id) FROM purchase_events").scalar()
             connection.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(row) for row in new])
+            connection.exec_driver_sql(_SQLITE_QUEUE, (last or 0,))
         return {row.event_id for row in new}, stored
     # PostgreSQL: insert first, look up only what was not inserted (usually nothing). A
     # concurrent transaction inserting the same event makes ON CONFLICT wait for its commit.
@@ -94,6 +106,8 @@ def insert_new_events(
     columns = list(zip(*(rows[event_id] for event_id in sorted(rows)), strict=True))
     result = connection.exec_driver_sql(_PG_INSERT, tuple(columns))
     inserted = set(result.scalars())
+    if inserted:  # idle scorers of every replica wake at the commit
+        connection.exec_driver_sql("SELECT pg_notify('radar_scorer', '')")
     return inserted, stored_hashes(connection, [e for e in rows if e not in inserted])
 
 

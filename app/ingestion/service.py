@@ -12,21 +12,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection
 
-from app.customers.service import StoredEvent, segment_of, update_patterns
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
 from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus, PurchaseEventIn
 from app.kit.db import Money
 from app.kit.errors import json_pointer
-
-if TYPE_CHECKING:
-    from app.alerts.service import Evaluator
 
 EVENT_ADAPTER: TypeAdapter[PurchaseEventIn] = TypeAdapter(PurchaseEventIn)
 # Validating the whole body in one call avoids building Python dicts first; it is the fast
@@ -258,14 +254,12 @@ def plan_store(
     return StorePlan(candidates, firsts, rows, repeats)
 
 
-def apply_plan(
-    connection: Connection,
-    plan: StorePlan,
-    evaluator: Evaluator | None = None,
-    now: datetime | None = None,
-) -> None:
-    """The database half of storing: insert what is new, decide every status, and bring the
-    customers' patterns (and, with an evaluator, their alerts) up to date."""
+def apply_plan(connection: Connection, plan: StorePlan) -> int:
+    """The database half of storing: insert what is new (queued for the scorer in the same
+    statement) and decide every status. Returns how many events were inserted.
+
+    Nothing here depends on the customers' other events: folding, scoring and alerting are
+    the scorer's (app.pipeline), after the commit."""
     _check_refunds(connection, plan)
     inserted, stored = repository.insert_new_events(connection, plan.rows)
     for event_id, first in plan.firsts.items():
@@ -292,12 +286,7 @@ def apply_plan(
     for candidate in plan.candidates:
         if candidate.errors:
             candidate.status = ItemStatus.REJECTED
-    update_patterns(
-        connection,
-        [_stored(plan.rows[event_id], plan.firsts[event_id]) for event_id in sorted(inserted)],
-        evaluator,
-        now,
-    )
+    return len(inserted)
 
 
 def _check_refunds(connection: Connection, plan: StorePlan) -> None:
@@ -361,20 +350,6 @@ def _refund_error(
             f"only {_decimal_text(Decimal(left) / Money.SCALE)} of {target_id!r} is left to refund",
         )
     return None
-
-
-def _stored(row: EventRow, candidate: Candidate) -> StoredEvent:
-    assert candidate.event is not None
-    return StoredEvent(
-        customer_id=row.customer_id,
-        kind=row.kind,
-        day=row.occurred_on,
-        amount=row.amount,
-        store_id=row.store_id,
-        categories=frozenset(item.category for item in candidate.event.items or ()),
-        segment=segment_of(candidate.event.attributes),
-        staff_id=row.staff_id,
-    )
 
 
 def summarise(candidates: Sequence[Candidate]) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from functools import partial
 from sqlalchemy import Connection
 from starlette.responses import Response
 
-from app.alerts.service import Evaluator
 from app.ingestion import idempotency, service
 from app.ingestion.service import Candidate
+from app.kit.backlog import Backlog
 from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS, RadarError, ServiceUnavailable
 from app.kit.metrics import Metrics
@@ -59,14 +59,15 @@ class EventWriter:
         workers: int = 1,
         max_group_events: int = 5000,
         max_pending_events: int = 100_000,
-        evaluator: Evaluator | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        backlog: Backlog | None = None,
+        on_appended: Callable[[int], None] | None = None,
     ) -> None:
         self._transactions = transactions
-        self._evaluator = evaluator
         self._metrics = metrics
-        self._clock = clock
+        # The scorer's backlog: above its bound, new work is refused (503) until it drains.
+        self._backlog = backlog
+        self._on_appended = on_appended  # told, after each commit, how many events were new
         self._max_future_skew = max_future_skew
         self._idempotency_ttl = idempotency_ttl
         self._workers = workers
@@ -107,6 +108,13 @@ class EventWriter:
         """Store the candidates (setting their status) and return `render`'s answer."""
         if self._closing:
             raise ServiceUnavailable("The service is shutting down.", headers={"Retry-After": "5"})
+        if self._backlog is not None and self._backlog.over():
+            raise ServiceUnavailable(
+                f"{self._backlog.pending} events are waiting to be scored (more than "
+                f"{self._backlog.bound}); retry shortly.",
+                code="scorer_backlog",
+                headers={"Retry-After": "2"},
+            )
         if self._pending_events >= self._max_pending_events:
             raise ServiceUnavailable(
                 "Too many events are waiting to be stored; retry shortly.",
@@ -159,7 +167,9 @@ class EventWriter:
             plan = service.plan_store(
                 candidates, received_at=now, max_future_skew=self._max_future_skew
             )
-            answers = await self._transactions.run(lambda c: self._store(c, group, plan, now))
+            answers, appended = await self._transactions.run(
+                lambda c: self._store(c, group, plan, now)
+            )
         except Exception as exc:
             if len(group) > 1 and not _database_unavailable(exc):
                 # One bad request must not fail the others: retry each on its own. (When the
@@ -183,8 +193,16 @@ class EventWriter:
             for submission in group:
                 _settle(submission.future, exc)
             return
+        self._appended(appended)
         for submission, answer in zip(group, answers, strict=True):
             _settle(submission.future, answer)
+
+    def _appended(self, count: int) -> None:
+        if count:
+            if self._backlog is not None:
+                self._backlog.added(count)
+            if self._on_appended is not None:
+                self._on_appended(count)
 
     async def _flush_by_customer(self, submission: _Submission) -> None:
         candidates = submission.candidates
@@ -197,11 +215,7 @@ class EventWriter:
             now = utcnow()
             plan = service.plan_store(part, received_at=now, max_future_skew=self._max_future_skew)
             try:
-                await self._transactions.run(
-                    partial(
-                        service.apply_plan, plan=plan, evaluator=self._evaluator, now=self._clock()
-                    )
-                )
+                appended = await self._transactions.run(partial(service.apply_plan, plan=plan))
             except Exception as exc:
                 if _database_unavailable(exc):
                     _settle(submission.future, exc)
@@ -212,6 +226,8 @@ class EventWriter:
                 _reset(part)
                 for candidate in part:
                     candidate.reject("", "not_stored", _not_stored(exc))
+                continue
+            self._appended(appended)
         try:
             _settle(submission.future, submission.render(candidates))
         except RadarError as exc:
@@ -223,8 +239,9 @@ class EventWriter:
         group: list[_Submission],
         plan: service.StorePlan,
         now: datetime,
-    ) -> list[Response | Exception]:
-        """The whole group's transaction, run synchronously in one go (TransactionRunner)."""
+    ) -> tuple[list[Response | Exception], int]:
+        """The whole group's transaction, run synchronously in one go (TransactionRunner);
+        the answers, and how many events were new."""
         keyed = group[0].idempotency if len(group) == 1 else None
         claim = None
         if keyed is not None:
@@ -237,8 +254,8 @@ class EventWriter:
                 ttl=self._idempotency_ttl,
             )
             if claim.replay is not None:
-                return [claim.replay]
-        service.apply_plan(connection, plan, self._evaluator, self._clock())
+                return [claim.replay], 0
+        appended = service.apply_plan(connection, plan)
         answers: list[Response | Exception] = []
         for submission in group:
             try:
@@ -251,7 +268,7 @@ class EventWriter:
             answer = answers[0]
             assert isinstance(answer, Response)
             claim.save(connection, answer)
-        return answers
+        return answers, appended
 
 
 def _by_customer_helps(group: list[_Submission], exc: Exception) -> bool:

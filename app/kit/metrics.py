@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The *_created series double the output and no dashboard of ours reads them.
@@ -44,6 +50,29 @@ class Metrics:
             "radar_sweep_duration_seconds",
             "Duration of a sweep (every due customer, in batches)",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+
+        self.scored_events = Counter(
+            "radar_scorer_events_total",
+            "Events folded into their customers' patterns and scored",
+            registry=self.registry,
+        )
+        self.scorer_pending = Gauge(
+            "radar_scorer_pending_events",
+            "Events committed but not yet folded by a scorer (this process's latest count)",
+            registry=self.registry,
+        )
+        self.scorer_lag = Histogram(
+            "radar_scorer_lag_seconds",
+            "Time from an event's commit to its scoring (and its alerts' publication)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.scorer_batch_seconds = Histogram(
+            "radar_scorer_batch_duration_seconds",
+            "Duration of one scorer micro-batch transaction",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
 

@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     # connections for ever. The body's allows a 1 MiB batch at ~20 KB/s.
     header_timeout: Duration = Field(default=timedelta(seconds=20), gt=timedelta(0))
     body_timeout: Duration = Field(default=timedelta(seconds=60), gt=timedelta(0))
+    # The scorer folds stored events into patterns, scores them and publishes alerts, in
+    # micro-batches after ingest has answered. Whether this process runs one (`radar score`
+    # runs one on its own); every replica may.
+    scorer: bool = True
+    scorer_batch_size: int = Field(default=2000, ge=1, le=50_000)
+    # Above this many events waiting to be scored, ingest answers 503 with Retry-After.
+    scorer_max_backlog: int = Field(default=50_000, ge=1)
+    # How often an idle scorer looks at the queue without being woken (ingest in this
+    # process wakes it at once; on PostgreSQL every replica's ingest does, by NOTIFY).
+    scorer_idle_poll: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: Duration = timedelta(hours=6)
     # How often the sweeper re-evaluates customers whose next check has come (a customer who

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from sqlalchemy import Connection
 
+from app import pipeline
 from app.alerts import service as alerts
 from app.kit.auth import ManageKey
 from app.kit.db import TransactionRunner
@@ -54,6 +55,11 @@ async def retry_set_aside(request: Request, _: ManageKey, item_id: RowId) -> Set
             raise NotFound(f"No set-aside item {item_id}.")
         if row.loop == Loop.SWEEPER:
             alerts.sweep_again(connection, row.item, now)
+        elif row.loop == Loop.SCORER:
+            pipeline.score_again(connection, row.item)
         return SetAsideOut.model_validate(row, from_attributes=True)
 
-    return await _transactions(request).run(retry)
+    answer = await _transactions(request).run(retry)
+    if answer.loop == Loop.SCORER:
+        request.app.state.scorer.wake()
+    return answer

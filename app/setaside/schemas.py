@@ -8,12 +8,15 @@ from pydantic import BaseModel, Field
 
 class Loop(StrEnum):
     SWEEPER = "sweeper"
+    SCORER = "scorer"
 
 
 class SetAsideOut(BaseModel):
     id: int
     loop: Loop = Field(description="The background loop that set the item aside")
-    item: str = Field(description="What failed, in the loop's terms: for the sweeper a customer id")
+    item: str = Field(
+        description="What failed, in the loop's terms: for the sweeper and the scorer a customer id"
+    )
     error: str = Field(description="The last error (its type and message, without parameters)")
     failures: int = Field(description="How many times it failed alone")
     first_failed_at: datetime
