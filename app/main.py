@@ -20,6 +20,7 @@ from app.alerts.service import Evaluator, SweepResult, sweep
 from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
+from app.ingestion.asgi import IngestRoutes
 from app.ingestion.endpoints import router as ingestion_router
 from app.ingestion.writer import EventWriter
 from app.keys.endpoints import router as keys_router
@@ -195,6 +196,9 @@ def create_app(
         description=API_DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query_parameters)],
+        # FastAPI's OpenTelemetry hooks: off (this service exports Prometheus metrics), so
+        # that no request pays for looking up tracer and meter providers.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     silence_parameter_logs()
     app.state.settings = settings
@@ -217,6 +221,8 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(set_aside_router)
     app.include_router(ui_router)
+    # Added first = innermost: the ingest endpoints without the router, inside the rest.
+    app.add_middleware(IngestRoutes, api=app)
     # Added last = outermost: request ids wrap everything, including 413s.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

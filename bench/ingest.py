@@ -10,8 +10,14 @@ What is measured
     sqlite-batch    POST /v1/purchases/batch, 500 new events per request, SQLite (FULL)
     postgres-batch  POST /v1/purchases/batch, 500 new events per request, PostgreSQL
 
-    Targets: single-event req/s >= 0.5x the ceiling's; batch >= 50,000 events/s on SQLite
-    and >= 30,000 events/s on PostgreSQL. Each is printed as PASS or MISS.
+    sqlite-loyal    POST /v1/purchases, one event per request, for 2,000 customers with 12
+    postgres-loyal  weeks of history each (so every event is folded, scored and its rules
+                    applied); counted until the scorer's queue is empty again, with the
+                    scorer's lag p99 (radar_scorer_lag_seconds)
+
+    Targets: single-event req/s >= 0.5x the ceiling's; the loyal stream >= 0.3x; batch
+    >= 50,000 events/s on SQLite and >= 30,000 events/s on PostgreSQL. Each is printed as
+    PASS or MISS.
 
 How
     Every server is a subprocess on 127.0.0.1, single process (`radar serve`, or uvicorn
@@ -46,11 +52,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import re
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -91,6 +99,9 @@ class Scenario:
     batch_size: int = 0  # 0: one event per request, the body is the event itself
     min_ceiling_ratio: float | None = None
     min_events_per_s: float | None = None
+    # Events for LOYAL_CUSTOMERS customers with a history (seeded once per server), counted
+    # until the scorer's queue is empty again: the scored throughput.
+    loyal: bool = False
 
     @property
     def events_per_request(self) -> int:
@@ -115,6 +126,26 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
     Scenario(
         "postgres", "single, PostgreSQL", "postgres", SINGLE, 16, 80_000, min_ceiling_ratio=0.5
+    ),
+    Scenario(
+        "sqlite-loyal",
+        "single, loyal, scored, SQLite FULL",
+        "sqlite",
+        SINGLE,
+        16,
+        80_000,
+        min_ceiling_ratio=0.3,
+        loyal=True,
+    ),
+    Scenario(
+        "postgres-loyal",
+        "single, loyal, scored, PostgreSQL",
+        "postgres",
+        SINGLE,
+        16,
+        80_000,
+        min_ceiling_ratio=0.3,
+        loyal=True,
     ),
     Scenario(
         "sqlite-batch",
@@ -155,6 +186,8 @@ class Server:
     port: int
     log_path: Path
     api_key: str | None = None
+    database_url: str | None = None
+    seeded: bool = False  # the loyal customers' history is stored
 
     @property
     def base_url(self) -> str:
@@ -192,6 +225,8 @@ class RunResult:
     p99_ms: float
     cpu: CpuUsage
     count_bound: bool
+    drain_s: float = 0.0  # after the window, until the scorer's queue was empty
+    lag_p99_s: float | None = None  # commit -> scored, from radar_scorer_lag_seconds
 
 
 @dataclass
@@ -222,9 +257,47 @@ def _event_texts(tag: str, count: int) -> Iterator[str]:
         yield EVENT_TEMPLATE % (f"{tag}-{i:08d}", i % 10_000, i % 50, occurred_at)
 
 
+LOYAL_CUSTOMERS = 2000
+LOYAL_WEEKS = 12
+
+
+def _loyal_texts(tag: str, count: int) -> Iterator[str]:
+    """New purchases of the loyal customers in the last week (each a fresh event_id)."""
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    for i in range(count):
+        day = today - timedelta(days=1 + (i // LOYAL_CUSTOMERS) % 6)
+        yield EVENT_TEMPLATE % (
+            f"{tag}-{i:08d}",
+            1_000_000 + i % LOYAL_CUSTOMERS,
+            i % 50,
+            day.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+
+def loyal_history() -> list[bytes]:
+    """Batches of LOYAL_WEEKS weekly visits of each loyal customer, ending a week ago."""
+    start = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    texts = [
+        EVENT_TEMPLATE
+        % (
+            f"history-{customer}-{week}",
+            1_000_000 + customer,
+            customer % 50,
+            (start - timedelta(weeks=LOYAL_WEEKS + 1 - week)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        for customer in range(LOYAL_CUSTOMERS)
+        for week in range(LOYAL_WEEKS)
+    ]
+    return [
+        ('{"events":[' + ",".join(texts[i : i + BATCH_SIZE]) + "]}").encode()
+        for i in range(0, len(texts), BATCH_SIZE)
+    ]
+
+
 def build_bodies(scenario: Scenario, tag: str) -> list[bytes]:
     """Every body this run may send, each with new event_ids."""
-    events = _event_texts(tag, scenario.max_requests * scenario.events_per_request)
+    count = scenario.max_requests * scenario.events_per_request
+    events = _loyal_texts(tag, count) if scenario.loyal else _event_texts(tag, count)
     if not scenario.batch_size:
         return [text.encode() for text in events]
     return [
@@ -303,6 +376,7 @@ def start_service(
     command = [str(BIN / "radar"), "serve", "--host", HOST, "--port", str(port)]
     server = spawn(name, command, env, workdir, port)
     server.api_key = api_key
+    server.database_url = database_url
     stack.callback(stop, server)
     wait_ready(server)
     return server
@@ -512,7 +586,72 @@ async def run_load(
             load.cancel()
             await asyncio.gather(load, return_exceptions=True)
             raise
-    return summarise_run(scenario, repetition, samples, window_start, stop_at, cpu)
+    result = summarise_run(scenario, repetition, samples, window_start, stop_at, cpu)
+    if not scenario.loyal:
+        return result
+    drained = time.perf_counter()
+    await wait_scored(server, 0.01)
+    drain_s = max(0.0, time.perf_counter() - max(drained, stop_at))
+    lag = await lag_p99(server)
+    scored = result.ok_requests * scenario.events_per_request
+    return dataclasses.replace(
+        result,
+        drain_s=round(drain_s, 3),
+        lag_p99_s=lag,
+        events_per_s=round(scored / (result.window_s + drain_s), 1),
+        requests_per_s=round(result.ok_requests / (result.window_s + drain_s), 1),
+    )
+
+
+async def wait_scored(server: Server, poll_s: float) -> None:
+    while True:
+        if await queued(server) == 0:
+            return
+        await asyncio.sleep(poll_s)
+
+
+async def queued(server: Server) -> int:
+    """Events the scorer has not folded yet, counted in the database itself."""
+    url = server.database_url or ""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.split("///", 1)[1]) as connection:
+            return int(connection.execute("SELECT count(*) FROM scorer_queue").fetchone()[0])
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        return int(await connection.fetchval("SELECT count(*) FROM scorer_queue"))
+    finally:
+        await connection.close()
+
+
+async def lag_p99(server: Server) -> float | None:
+    """The 99th percentile of the scorer's lag since the server started, as the upper
+    bound of its histogram bucket."""
+    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+        text = (await client.get("/metrics")).text
+    buckets = [
+        (float(bound), float(count))
+        for bound, count in re.findall(
+            r'radar_scorer_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text
+        )
+    ]
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= 0.99 * total)
+
+
+async def seed_loyal(server: Server) -> None:
+    """Store the loyal customers' history once, and wait until it is scored."""
+    if server.seeded:
+        return
+    headers = {**request_headers(server), "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=60) as client:
+        for body in loyal_history():
+            response = await client.post(BATCH, content=body, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"seeding failed: {response.status_code} {response.text}")
+    await wait_scored(server, 0.05)
+    server.seeded = True
 
 
 def summarise_run(
@@ -571,6 +710,8 @@ def run_once(
     runner: asyncio.Runner, server: Server, scenario: Scenario, plan: Plan, repetition: int
 ) -> RunResult:
     tag = f"b{uuid.uuid4().hex[:10]}"
+    if scenario.loyal:
+        runner.run(seed_loyal(server))
     bodies = build_bodies(scenario, tag)
     result = runner.run(run_load(server, scenario, bodies, plan, repetition))
     del bodies
@@ -586,6 +727,7 @@ def format_run(run: RunResult) -> str:
         f"{run.scenario:<15} {run.events_per_s:>10,.0f} ev/s {run.requests_per_s:>8,.0f} req/s "
         f"p50 {run.p50_ms:>7.2f} ms p99 {run.p99_ms:>7.2f} ms errors {run.errors} "
         f"cpu srv/cli/other {run.cpu.server:.0f}/{run.cpu.client:.0f}/{run.cpu.other:.0f}%{bound}"
+        + (f" drain {run.drain_s:.2f} s lag p99 <= {run.lag_p99_s} s" if run.lag_p99_s else "")
     )
 
 

@@ -22,10 +22,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.customers.service import rebuild
+from app.alerts.service import Evaluator
 from app.kit.db import open_transactions
 from app.kit.settings import Settings
 from app.models import Customer, CustomerVisitDay, PurchaseEvent
+from app.pipeline import Scorer, pending_count, rebuild
 from tests.radar_process import RadarServer, create_key, fresh_database, open_engine, server_env
 from tests.test_server import _free_port
 
@@ -329,6 +330,12 @@ async def test_sigkill_under_load_loses_and_invents_nothing(
     assert ledger.unexpected == [], context
     assert exit_code in (0, -signal.SIGTERM), context  # the last one was stopped gracefully
 
+    # What the last scorer left queued (a kill mid-batch rolls its batch back) is folded by
+    # the next one, as `radar score --once` does.
+    settings = Settings(database_url=url, migrate_on_start=False)
+    async with open_transactions(settings) as transactions:
+        await Scorer(transactions, Evaluator()).drain()
+        assert await transactions.read(pending_count) == 0
     events, customers, days = await read_tables(url)
     stored = Counter(event["event_id"] for event in events)
     assert [i for i, count in stored.items() if count > 1] == [], "stored more than once"
@@ -344,7 +351,6 @@ async def test_sigkill_under_load_loses_and_invents_nothing(
         expected
     )
     # ...and exactly those a rebuild from the stored events gives (what `radar rebuild` runs).
-    settings = Settings(database_url=url, migrate_on_start=False)
     async with open_transactions(settings) as transactions:
         assert await transactions.run(rebuild) == len(customers)
     _, customers_rebuilt, days_rebuilt = await read_tables(url)

@@ -20,6 +20,7 @@ from app.alerts.service import Evaluator
 from app.customers import service as customers
 from app.customers.repository import pending_events
 from app.ingestion import service as ingestion
+from app.kit.auth import Scope
 from app.kit.db import TransactionRunner, create_engine, utcnow
 from app.kit.settings import Settings
 from app.main import create_app
@@ -41,8 +42,8 @@ async def quiet_app(settings: Settings, clock: Clock) -> AsyncIterator[FastAPI]:
 
 async def _client_keys(app: FastAPI) -> tuple[httpx.AsyncClient, Keys]:
     raw = {
-        name: await make_key(app, name, *scopes)
-        for name, scopes in (("till", ("ingest",)), ("ops", ("read",)), ("admin", ("manage",)))
+        name: await make_key(app, name, scope)
+        for name, scope in (("till", Scope.INGEST), ("ops", Scope.READ), ("admin", Scope.MANAGE))
     }
     headers = [{"Authorization": f"Bearer {key}"} for key in raw.values()]
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r.test")

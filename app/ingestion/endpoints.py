@@ -22,7 +22,6 @@ from app.ingestion.schemas import (
 from app.ingestion.service import Candidate
 from app.ingestion.writer import EventWriter, IdempotencyRequest
 from app.kit.auth import IngestKey, Principal
-from app.kit.deps import SettingsDep
 from app.kit.errors import (
     BadRequest,
     Conflict,
@@ -89,6 +88,13 @@ def _json(content: Any, status_code: int) -> Response:
 async def ingest_one(
     request: Request, principal: IngestKey, idempotency_key: IdempotencyKey = None
 ) -> Response:
+    return await receive_one(request, principal, idempotency_key)
+
+
+async def receive_one(
+    request: Request, principal: Principal, idempotency_key: str | None
+) -> Response:
+    """The single-event endpoint's work (also served without the router: app.ingestion.asgi)."""
     body = await _json_body(request)
     try:
         candidate = service.parse_single(body, _limits(request))
@@ -160,11 +166,18 @@ def _count(request: Request, candidates: Sequence[Candidate]) -> None:
 )
 async def ingest_batch(
     request: Request,
-    settings: SettingsDep,
     principal: IngestKey,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
+    return await receive_batch(request, principal, idempotency_key)
+
+
+async def receive_batch(
+    request: Request, principal: Principal, idempotency_key: str | None
+) -> Response:
+    """The batch endpoint's work (also served without the router: app.ingestion.asgi)."""
     body = await _json_body(request)
+    settings = request.app.state.settings
     try:
         candidates = service.parse_batch(body, settings.max_batch_events, _limits(request))
     except service.BatchEnvelopeError as exc:

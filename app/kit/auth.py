@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -118,24 +119,37 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(beare
 
 def require_scope(scope: Scope) -> Callable[[Request, BearerCredentials], Awaitable[Principal]]:
     async def dependency(request: Request, credentials: BearerCredentials) -> Principal:
-        if credentials is None:
-            raise Unauthorized(
-                "Send 'Authorization: Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"}
-            )
-        authenticator: Authenticator = request.app.state.authenticator
-        try:
-            principal = await authenticator.authenticate(credentials.credentials)
-        except Unauthorized as exc:
-            exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
-            raise
-        request.state.api_key_prefix = principal.prefix
-        if scope not in principal.scopes:
-            raise Forbidden(f"This endpoint needs an API key with the '{scope}' scope.")
-        limiter: RateLimiter = request.app.state.rate_limiter
-        limiter.check("ingest" if scope is Scope.INGEST else "read", principal.prefix)
-        return principal
+        return await authorize(
+            request, None if credentials is None else credentials.credentials, scope
+        )
 
     return dependency
+
+
+def bearer_token(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`, as the `bearer` dependency reads it."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def authorize(request: Request, token: str | None, scope: Scope) -> Principal:
+    """The caller's key, checked for `scope` and counted against its rate limit."""
+    if token is None:
+        raise Unauthorized(
+            "Send 'Authorization: Bearer <key>'.", headers={"WWW-Authenticate": "Bearer"}
+        )
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        principal = await authenticator.authenticate(token)
+    except Unauthorized as exc:
+        exc.headers.setdefault("WWW-Authenticate", 'Bearer error="invalid_token"')
+        raise
+    request.state.api_key_prefix = principal.prefix
+    if scope not in principal.scopes:
+        raise Forbidden(f"This endpoint needs an API key with the '{scope}' scope.")
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.check("ingest" if scope is Scope.INGEST else "read", principal.prefix)
+    return principal
 
 
 IngestKey = Annotated[Principal, Depends(require_scope(Scope.INGEST))]
