@@ -1,4 +1,4 @@
-"""Every query the customers domain makes (synchronous: it runs inside ingest transactions)."""
+"""Every query the customers domain makes (synchronous: in scorer and sweep transactions)."""
 
 from __future__ import annotations
 
