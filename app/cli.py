@@ -287,6 +287,7 @@ def score(once: bool) -> None:
             utcnow,
             batch_size=settings.scorer_batch_size,
             idle_poll=settings.scorer_idle_poll,
+            linger=settings.scorer_linger,
             listen_url=None if settings.is_sqlite else settings.database_url,
         )
         if once:

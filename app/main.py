@@ -98,6 +98,7 @@ def create_app(
             metrics=metrics,
             batch_size=settings.scorer_batch_size,
             idle_poll=settings.scorer_idle_poll,
+            linger=settings.scorer_linger,
             listen_url=None if settings.is_sqlite else settings.database_url,
         )
         app.state.scorer = scorer

@@ -66,12 +66,16 @@ _PG_CLAIM_CUSTOMER = (
     "SELECT event_pk FROM scorer_queue WHERE customer_id = $1 FOR UPDATE SKIP LOCKED) "
     "RETURNING event_pk) " + _CLAIMED_EVENTS + "JOIN claimed ON e.id = claimed.event_pk"
 )
-# SQLite: the write lock is the transaction's (BEGIN IMMEDIATE), so read, then delete.
 _SQLITE_CLAIM = (
-    "SELECT q.event_pk FROM scorer_queue q WHERE q.not_before IS NULL OR q.not_before <= ? "
-    "ORDER BY q.event_pk LIMIT ?"
+    _CLAIMED_EVENTS + "JOIN scorer_queue q ON q.event_pk = e.id "
+    "WHERE q.not_before IS NULL OR q.not_before <= ? ORDER BY q.event_pk LIMIT ?"
 )
-_SQLITE_MAX_VARIABLES = 900
+_SQLITE_CLAIM_CUSTOMER = (
+    _CLAIMED_EVENTS + "JOIN scorer_queue q ON q.event_pk = e.id WHERE q.customer_id = ?"
+)
+_SQLITE_UNQUEUE = (
+    "DELETE FROM scorer_queue WHERE event_pk <= ? AND (not_before IS NULL OR not_before <= ?)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,26 +145,19 @@ def claim(
         else:
             rows = connection.exec_driver_sql(_PG_CLAIM, (limit, now)).all()
         return [_claimed(row) for row in rows]
+    # SQLite: the write lock is the transaction's (BEGIN IMMEDIATE): nobody else claims or
+    # queues meanwhile, so read the first rows, then delete exactly those. Both statements
+    # keep one text whatever the batch size (SQLite's statement cache then holds them).
     if customer is not None:
-        ids = connection.exec_driver_sql(
-            "SELECT event_pk FROM scorer_queue WHERE customer_id = ?", (customer,)
-        ).scalars()
-    else:
-        ids = connection.exec_driver_sql(_SQLITE_CLAIM, (_sqlite_time(now), limit)).scalars()
-    pks = list(ids)
-    found: list[Claimed] = []
-    for start in range(0, len(pks), _SQLITE_MAX_VARIABLES):
-        chunk = pks[start : start + _SQLITE_MAX_VARIABLES]
-        marks = ", ".join("?" * len(chunk))
-        connection.exec_driver_sql(
-            f"DELETE FROM scorer_queue WHERE event_pk IN ({marks})",  # noqa: S608
-            tuple(chunk),
-        )
-        events = connection.exec_driver_sql(
-            _CLAIMED_EVENTS + f"WHERE e.id IN ({marks})", tuple(chunk)
-        )
-        found.extend(_claimed(row) for row in events)
-    return found
+        rows = connection.exec_driver_sql(_SQLITE_CLAIM_CUSTOMER, (customer,)).all()
+        connection.exec_driver_sql("DELETE FROM scorer_queue WHERE customer_id = ?", (customer,))
+        return [_claimed(row) for row in rows]
+    at = _sqlite_time(now)
+    rows = connection.exec_driver_sql(_SQLITE_CLAIM, (at, limit)).all()
+    if rows:
+        # Exactly the rows read: the first `limit` claimable ones, by event_pk.
+        connection.exec_driver_sql(_SQLITE_UNQUEUE, (rows[-1].id, at))
+    return [_claimed(row) for row in rows]
 
 
 def queued_customers(connection: Connection, now: datetime, limit: int) -> list[str]:
@@ -270,6 +267,7 @@ class Scorer:
         metrics: Metrics | None = None,
         batch_size: int = 2000,
         idle_poll: timedelta = timedelta(seconds=1),
+        linger: timedelta = timedelta(0),
         listen_url: str | None = None,
     ) -> None:
         self._transactions = transactions
@@ -279,6 +277,7 @@ class Scorer:
         self._metrics = metrics
         self._batch_size = batch_size
         self._idle_poll = idle_poll.total_seconds()
+        self._linger = linger.total_seconds()
         self._listen_url = listen_url
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -387,8 +386,13 @@ class Scorer:
         while True:
             self._wakeup.clear()
             try:
-                while await self.step() > 0:
-                    pass  # the queue is taken batch by batch until nothing is left
+                # Micro-batches: after a wake-up, and after each batch that was not full,
+                # wait `linger` for more events to arrive, so that a steady stream is
+                # folded in batches of many rather than one transaction per event.
+                await self._linger_a_little()
+                while (done := await self.step()) > 0:
+                    if done < self._batch_size:
+                        await self._linger_a_little()
             except asyncio.CancelledError:
                 raise
             except DATABASE_UNAVAILABLE_ERRORS as exc:
@@ -404,6 +408,10 @@ class Scorer:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._idle_poll)
+
+    async def _linger_a_little(self) -> None:
+        if self._linger > 0 and not self._stopping:
+            await asyncio.sleep(self._linger)
 
     async def _listen(self) -> None:
         """PostgreSQL: wake on any replica's ingest (NOTIFY), reconnecting after outages."""

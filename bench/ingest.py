@@ -227,6 +227,7 @@ class RunResult:
     count_bound: bool
     drain_s: float = 0.0  # after the window, until the scorer's queue was empty
     lag_p99_s: float | None = None  # commit -> scored, from radar_scorer_lag_seconds
+    scored_per_s: float | None = None  # events stored in the window / (window + drain)
 
 
 @dataclass
@@ -571,6 +572,7 @@ async def run_load(
 ) -> RunResult:
     check = batch_check(scenario.batch_size) if scenario.batch_size else single_check
     samples: list[Sample] = []
+    before = await lag_buckets(server) if server.database_url else []
     source = iter(bodies)
     async with (
         asyncio.timeout(plan.warmup_s + plan.duration_s + REQUEST_TIMEOUT_S),
@@ -587,18 +589,22 @@ async def run_load(
             await asyncio.gather(load, return_exceptions=True)
             raise
     result = summarise_run(scenario, repetition, samples, window_start, stop_at, cpu)
-    if not scenario.loyal:
-        return result
+    if server.database_url is None:
+        return result  # the ceiling stores nothing
     drained = time.perf_counter()
     await wait_scored(server, 0.01)
     drain_s = max(0.0, time.perf_counter() - max(drained, stop_at))
-    lag = await lag_p99(server)
+    lag = lag_p99(before, await lag_buckets(server))
     scored = result.ok_requests * scenario.events_per_request
+    scored_per_s = round(scored / (result.window_s + drain_s), 1)
+    result = dataclasses.replace(
+        result, drain_s=round(drain_s, 3), lag_p99_s=lag, scored_per_s=scored_per_s
+    )
+    if not scenario.loyal:
+        return result
     return dataclasses.replace(
         result,
-        drain_s=round(drain_s, 3),
-        lag_p99_s=lag,
-        events_per_s=round(scored / (result.window_s + drain_s), 1),
+        events_per_s=scored_per_s,
         requests_per_s=round(result.ok_requests / (result.window_s + drain_s), 1),
     )
 
@@ -623,21 +629,27 @@ async def queued(server: Server) -> int:
         await connection.close()
 
 
-async def lag_p99(server: Server) -> float | None:
-    """The 99th percentile of the scorer's lag since the server started, as the upper
-    bound of its histogram bucket."""
+async def lag_buckets(server: Server) -> list[tuple[float, float]]:
+    """The scorer's lag histogram (cumulative counts per upper bound), now."""
     async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
         text = (await client.get("/metrics")).text
-    buckets = [
+    return [
         (float(bound), float(count))
         for bound, count in re.findall(
             r'radar_scorer_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)', text
         )
     ]
-    if not buckets or buckets[-1][1] == 0:
+
+
+def lag_p99(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float | None:
+    """The 99th percentile of the lag of the events scored between the two readings, as
+    the upper bound of its histogram bucket."""
+    counts = dict(before)
+    window = [(bound, count - counts.get(bound, 0.0)) for bound, count in after]
+    if not window or window[-1][1] <= 0:
         return None
-    total = buckets[-1][1]
-    return next(bound for bound, count in buckets if count >= 0.99 * total)
+    total = window[-1][1]
+    return next(bound for bound, count in window if count >= 0.99 * total)
 
 
 async def seed_loyal(server: Server) -> None:
@@ -727,7 +739,12 @@ def format_run(run: RunResult) -> str:
         f"{run.scenario:<15} {run.events_per_s:>10,.0f} ev/s {run.requests_per_s:>8,.0f} req/s "
         f"p50 {run.p50_ms:>7.2f} ms p99 {run.p99_ms:>7.2f} ms errors {run.errors} "
         f"cpu srv/cli/other {run.cpu.server:.0f}/{run.cpu.client:.0f}/{run.cpu.other:.0f}%{bound}"
-        + (f" drain {run.drain_s:.2f} s lag p99 <= {run.lag_p99_s} s" if run.lag_p99_s else "")
+        + (
+            f" scored {run.scored_per_s:,.0f} ev/s (drain {run.drain_s:.2f} s)"
+            f" lag p99 <= {run.lag_p99_s} s"
+            if run.scored_per_s
+            else ""
+        )
     )
 
 

@@ -27,7 +27,14 @@ from app.kit.db import open_transactions
 from app.kit.settings import Settings
 from app.models import Customer, CustomerVisitDay, PurchaseEvent
 from app.pipeline import Scorer, pending_count, rebuild
-from tests.radar_process import RadarServer, create_key, fresh_database, open_engine, server_env
+from tests.radar_process import (
+    RADAR,
+    RadarServer,
+    create_key,
+    fresh_database,
+    open_engine,
+    server_env,
+)
 from tests.test_server import _free_port
 
 pytestmark = pytest.mark.anyio
@@ -351,6 +358,93 @@ async def test_sigkill_under_load_loses_and_invents_nothing(
         expected
     )
     # ...and exactly those a rebuild from the stored events gives (what `radar rebuild` runs).
+    async with open_transactions(settings) as transactions:
+        assert await transactions.run(rebuild) == len(customers)
+    _, customers_rebuilt, days_rebuilt = await read_tables(url)
+    assert customers == customers_rebuilt
+    assert days == days_rebuilt
+
+
+class ScorerProcess:
+    """`radar score` on its own; each start appends its output to one log file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("ab") as output:
+            self.process = await asyncio.create_subprocess_exec(
+                RADAR, "score", env=self.env, stdout=output, stderr=output
+            )
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.terminate()
+        async with asyncio.timeout(30):
+            return await self.process.wait()
+
+
+async def test_sigkill_of_the_scorer_under_load_folds_every_event_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The scorer in its own process (`radar score`, the service with RADAR_SCORER=false) is
+    killed mid-batch again and again while tills post: every acknowledged event ends up in
+    its customer's pattern exactly once, as a rebuild from the stored events gives."""
+    url = await fresh_database(database_url, tmp_path)
+    env = server_env(url, RADAR_LOG_LEVEL="WARNING", RADAR_SCORER="false")
+    key = await create_key(url, "ingest")
+    server = RadarServer(env, _free_port(), tmp_path / "server.log")
+    scorer = ScorerProcess(
+        {**env, "RADAR_SCORER_BATCH_SIZE": "7", "RADAR_SCORER_LINGER": "0"},
+        tmp_path / "scorer.log",
+    )
+    ledger = Ledger()
+    stop = asyncio.Event()
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    try:
+        await server.start()
+        await scorer.start()
+        tills = [Till(n, server.url, key, ledger, seed + n) for n in range(CLIENTS)]
+        traffic = [asyncio.create_task(till.run(stop)) for till in tills]
+        try:
+            for _ in range(KILLS_MID_TRAFFIC):
+                await answered(ledger, ledger.answered + 3 * ANSWERS_BEFORE_KILL)
+                await asyncio.sleep(rng.uniform(0, 0.3))
+                await scorer.kill()
+                await scorer.start()
+            await answered(ledger, ledger.answered + ANSWERS_BEFORE_KILL)
+        finally:
+            stop.set()
+            async with asyncio.timeout(60):
+                await asyncio.gather(*traffic)
+        assert await scorer.stop() in (0, -signal.SIGTERM)
+        server.terminate()
+        await server.wait(within=60)
+    finally:
+        await server.stop()
+        if scorer.process is not None and scorer.process.returncode is None:
+            await scorer.kill()
+    context = f"seed {seed}; scorer log:\n{scorer.log.read_text()[-3000:]}"
+    assert ledger.unexpected == [], context
+    assert "Traceback" not in scorer.log.read_text(), context
+
+    settings = Settings(database_url=url, migrate_on_start=False)
+    async with open_transactions(settings) as transactions:
+        await Scorer(transactions, Evaluator()).drain()  # what the last one left queued
+    events, customers, days = await read_tables(url)
+    expected = recomputed([ledger.sent[event["event_id"]] for event in events])
+    assert {c["customer_id"]: {k: c[k] for k in expected[c["customer_id"]]} for c in customers} == (
+        expected
+    ), context
     async with open_transactions(settings) as transactions:
         assert await transactions.run(rebuild) == len(customers)
     _, customers_rebuilt, days_rebuilt = await read_tables(url)

@@ -110,22 +110,24 @@ def lock_states(connection: Connection, customer_ids: Sequence[str]) -> dict[str
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    states = {customer_id: CustomerState(customer_id) for customer_id in ids}
     if connection.dialect.name == "postgresql":
-        found = _lock_existing(connection, ids)
-        missing = [customer_id for customer_id in ids if customer_id not in found]
+        states = _lock_existing(connection, ids)
+        missing = [customer_id for customer_id in ids if customer_id not in states]
         if missing:  # new customers: create them (a concurrent creator wins), then lock
             connection.exec_driver_sql(_PG_CREATE, (missing, utcnow()))
-            found.update(_lock_existing(connection, missing))
-        states.update(found)
-        return states
-    for start in range(0, len(ids), _SQLITE_MAX_VARIABLES):
-        chunk = ids[start : start + _SQLITE_MAX_VARIABLES]
-        result = connection.exec_driver_sql(
-            _SELECT_STATES + f"WHERE customer_id IN ({', '.join('?' * len(chunk))})",
-            tuple(chunk),
-        )
-        states.update((row[0], _state(row)) for row in result)
+            states.update(_lock_existing(connection, missing))
+    else:
+        states = {}
+        for start in range(0, len(ids), _SQLITE_MAX_VARIABLES):
+            chunk = ids[start : start + _SQLITE_MAX_VARIABLES]
+            result = connection.exec_driver_sql(
+                _SELECT_STATES + f"WHERE customer_id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            states.update((row[0], _state(row)) for row in result)
+    for customer_id in ids:  # new customers: empty patterns
+        if customer_id not in states:
+            states[customer_id] = CustomerState(customer_id)
     return states
 
 

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # How often an idle scorer looks at the queue without being woken (ingest in this
     # process wakes it at once; on PostgreSQL every replica's ingest does, by NOTIFY).
     scorer_idle_poll: Duration = Field(default=timedelta(seconds=1), gt=timedelta(0))
+    # How long the scorer waits for more events after a wake-up or a batch that was not
+    # full: a steady stream is then folded many events per transaction (at most this added
+    # to the lag).
+    scorer_linger: Duration = Field(
+        default=timedelta(milliseconds=20), ge=timedelta(0), le=timedelta(seconds=5)
+    )
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: Duration = timedelta(hours=6)
     # How often the sweeper re-evaluates customers whose next check has come (a customer who
