@@ -263,7 +263,13 @@ def dispatch(once: bool) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, help="Fold what is queued now, print how much, and exit")
-def score(once: bool) -> None:
+@click.option(
+    "--sweep",
+    "with_sweeper",
+    is_flag=True,
+    help="Run the sweeper here too, every RADAR_SWEEP_INTERVAL (then set it to 0 on the API)",
+)
+def score(once: bool, with_sweeper: bool) -> None:
     """Fold, score and publish stored events: a scorer on its own, until SIGTERM or Ctrl-C.
 
     The service runs one too (RADAR_SCORER); several may run at once, on either database,
@@ -273,17 +279,22 @@ def score(once: bool) -> None:
     import signal
 
     from app.alerts.service import Evaluator
+    from app.alerts.service import sweep as sweep_due
     from app.kit.db import utcnow
     from app.kit.logging import configure_logging
+    from app.kit.periodic import PeriodicJobs
     from app.pipeline import Scorer
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    if with_sweeper and settings.sweep_interval.total_seconds() <= 0:
+        raise click.UsageError("--sweep needs RADAR_SWEEP_INTERVAL above 0")
 
     async def run(transactions: TransactionRunner) -> None:
+        evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
         scorer = Scorer(
             transactions,
-            Evaluator(escalate_after=settings.alert_escalate_after),
+            evaluator,
             utcnow,
             batch_size=settings.scorer_batch_size,
             idle_poll=settings.scorer_idle_poll,
@@ -299,9 +310,25 @@ def score(once: bool) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stop.set)
         scorer.start()
-        click.echo(f"scoring events ({_database_name(settings.database_url)})", err=True)
+        jobs = PeriodicJobs()
+        if with_sweeper:
+            jobs.start(
+                settings.sweep_interval,
+                "sweep-due-customers",
+                lambda: sweep_due(
+                    transactions,
+                    evaluator,
+                    utcnow,
+                    batch_size=settings.sweep_batch_size,
+                    should_stop=lambda: jobs.stopping,
+                ),
+            )
+        what = "scoring events and sweeping" if with_sweeper else "scoring events"
+        click.echo(f"{what} ({_database_name(settings.database_url)})", err=True)
         await stop.wait()
-        await scorer.stop(settings.shutdown_grace)
+        await asyncio.gather(
+            scorer.stop(settings.shutdown_grace), jobs.stop(settings.shutdown_grace)
+        )
 
     _with_transactions(run)
 

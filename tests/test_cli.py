@@ -86,6 +86,24 @@ def test_import_then_scores_as_of_a_day(runner: CliRunner, tmp_path: Path) -> No
     assert bad.exit_code == 2
 
 
+def test_score_once_folds_what_is_queued(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = tmp_path / "history.csv"
+    history.write_text("customer_id,occurred_at,amount\nc-1,2026-01-05,10\nc-1,2026-01-12,12\n")
+    imported = runner.invoke(main, ["import", str(history), "--store", "s-1", "--json"])
+    assert imported.exit_code == 0, imported.output
+    # The import folds what it stores: nothing is left for the scorer.
+    result = runner.invoke(main, ["score", "--once"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "scored 0 events"
+    monkeypatch.setenv("RADAR_SWEEP_INTERVAL", "0")
+    get_settings.cache_clear()
+    refused = runner.invoke(main, ["score", "--sweep"])
+    assert refused.exit_code == 2
+    assert "--sweep needs RADAR_SWEEP_INTERVAL above 0" in refused.output
+
+
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [

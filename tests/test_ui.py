@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
@@ -103,6 +104,16 @@ def lapse(url: str, headers: dict[str, str], amounts: dict[str, str]) -> None:
         f"{url}/v1/purchases/batch", json={"events": events}, headers=headers, timeout=10
     )
     assert stored.json()["accepted"] == len(events)
+    # The scorer folds them (and opens the alerts) moments after the answer: wait for it, as
+    # a client reading its own writes would, on `pending_events`.
+    deadline = time.monotonic() + 10
+    for customer in amounts:
+        while True:
+            view = httpx.get(f"{url}/v1/customers/{customer}", headers=headers, timeout=10)
+            if view.status_code == 200 and view.json()["pending_events"] == 0:
+                break
+            assert time.monotonic() < deadline, view.text
+            time.sleep(0.02)
 
 
 def test_the_dashboard_lists_alerts_and_works_them_with_clicks(

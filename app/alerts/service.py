@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 
 from sqlalchemy import Connection, text
@@ -47,6 +48,8 @@ class AlertChanges:
 
     opened: list[dict[str, object]] = field(default_factory=list)
     changed: list[tuple[str | None, AlertRow]] = field(default_factory=list)  # (event, alert)
+    # The evaluated patterns, so that publishing needs not read them again.
+    states: dict[str, CustomerState] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.opened or self.changed)
@@ -138,8 +141,9 @@ class Evaluator:
                     now,
                     self._escalate_after,
                 )
+        changes.states = {s.customer_id: s for s in candidates}
         if changes.opened:
-            _spare_resolved_lapses(connection, changes, {s.customer_id: s for s in candidates})
+            _spare_resolved_lapses(connection, changes, changes.states)
         return changes
 
     def write(self, connection: Connection, changes: AlertChanges) -> None:
@@ -152,7 +156,27 @@ class Evaluator:
         if events:
             now = events[0][1].updated_at
             repository.record_events(connection, events, now)
-            outbox.enqueue_alert_events(connection, events, now)
+            summaries = {
+                c: _summary(changes.states[c])
+                for c in {alert.customer_id for _, alert in events}
+                if c in changes.states
+            }
+            outbox.enqueue_alert_events(connection, events, now, customers=summaries)
+
+
+def _summary(state: CustomerState) -> dict[str, object]:
+    def amount(units: int) -> Decimal:  # as the Money column reads it back
+        return (Decimal(units) / Money.SCALE).normalize()
+
+    return outbox.customer_summary(
+        state.customer_id,
+        state.first_visit_on,
+        state.last_visit_on,
+        state.visit_days,
+        state.home_store,
+        state.segment,
+        amount(state.purchase_amount) - amount(state.refund_amount),
+    )
 
 
 def _decide(

@@ -8,8 +8,8 @@ The dispatcher sends them after the commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 from urllib.parse import quote
@@ -48,8 +48,10 @@ def enqueue_alert_events(
     events: Sequence[tuple[str, AlertRow]],
     now: datetime,
     actor: str | None = None,
+    customers: Mapping[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Deliveries of alert changes (and of `customer.recovered`) to subscribed endpoints."""
+    """Deliveries of alert changes (and of `customer.recovered`) to subscribed endpoints.
+    `customers`: the summaries (`customer_summary`) the caller already holds, by id."""
     endpoints = repository.list_endpoints(connection)
     if not endpoints or not events:
         return
@@ -61,10 +63,12 @@ def enqueue_alert_events(
     wanted += _recoveries(connection, events, endpoints)
     if not wanted:
         return
-    customers = _summaries(connection, {a.customer_id for _, alerts, _ in wanted for a in alerts})
+    summaries = _summaries(
+        connection, {a.customer_id for _, alerts, _ in wanted for a in alerts}, customers or {}
+    )
     messages = []
     for kind, alerts, targets in wanted:
-        summary = customers.get(alerts[0].customer_id)
+        summary = summaries.get(alerts[0].customer_id)
         messages.append((kind, _alert_data(kind, alerts, summary, actor), targets))
     _write(connection, messages, now)
 
@@ -125,7 +129,35 @@ def _recoveries(
     return found
 
 
-def _summaries(connection: Connection, customer_ids: set[str]) -> dict[str, dict[str, Any]]:
+def customer_summary(
+    customer_id: str,
+    first_visit_on: date | None,
+    last_visit_on: date | None,
+    visit_days: int,
+    home_store: str | None,
+    segment: str | None,
+    net_spend: Decimal,
+) -> dict[str, Any]:
+    """The customer as a webhook body shows them."""
+    return {
+        "customer_id": customer_id,
+        "first_visit_on": _iso(first_visit_on),
+        "last_visit_on": _iso(last_visit_on),
+        "visit_days": visit_days,
+        "home_store": home_store,
+        "segment": segment,
+        "net_spend": str(net_spend),
+    }
+
+
+def _summaries(
+    connection: Connection, customer_ids: set[str], known: Mapping[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Summaries of the customers, read only for those the caller does not hold."""
+    found = {c: known[c] for c in customer_ids if c in known}
+    missing = customer_ids - set(found)
+    if not missing:
+        return found
     c = _customers.c
     query = select(
         c.customer_id,
@@ -136,19 +168,18 @@ def _summaries(connection: Connection, customer_ids: set[str]) -> dict[str, dict
         c.segment,
         c.purchase_amount,
         c.refund_amount,
-    ).where(c.customer_id.in_(sorted(customer_ids)))
-    return {
-        row.customer_id: {
-            "customer_id": row.customer_id,
-            "first_visit_on": _iso(row.first_visit_on),
-            "last_visit_on": _iso(row.last_visit_on),
-            "visit_days": row.visit_days,
-            "home_store": row.home_store,
-            "segment": row.segment,
-            "net_spend": str(row.purchase_amount - row.refund_amount),
-        }
-        for row in connection.execute(query)
-    }
+    ).where(c.customer_id.in_(sorted(missing)))
+    for row in connection.execute(query):
+        found[row.customer_id] = customer_summary(
+            row.customer_id,
+            row.first_visit_on,
+            row.last_visit_on,
+            row.visit_days,
+            row.home_store,
+            row.segment,
+            row.purchase_amount - row.refund_amount,
+        )
+    return found
 
 
 def _alert_data(
