@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 
 from fastapi import Depends, FastAPI
 
+from app import pipeline
+from app.alerts import service as alerts
 from app.alerts.endpoints import cases_router
 from app.alerts.endpoints import router as alerts_router
-from app.alerts.queries import purge_feed
-from app.alerts.service import Evaluator, SweepResult, sweep
+from app.alerts.service import Evaluator
 from app.customers.endpoints import router as customers_router
 from app.health.endpoints import router as health_router
 from app.ingestion import idempotency
@@ -37,14 +37,14 @@ from app.kit.periodic import PeriodicJobs
 from app.kit.ratelimit import RateLimiter
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
-from app.pipeline import Scorer, pending_count
+from app.pipeline import Scorer
 from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
-from app.scoring.service import refit
+from app.scoring import service as scoring
 from app.setaside.endpoints import router as set_aside_router
 from app.ui.endpoints import router as ui_router
-from app.webhooks import repository as webhooks
+from app.webhooks import service as webhooks
 from app.webhooks.dispatcher import Dispatcher
 from app.webhooks.endpoints import router as webhooks_router
 from app.webhooks.targets import Resolver, system_resolver
@@ -117,57 +117,18 @@ def create_app(
         writer.start()
         app.state.event_writer = writer
         jobs = PeriodicJobs()
-        # The backlog as the database counts it (every replica's ingest, every scorer).
-        jobs.start(
-            BACKLOG_COUNT_INTERVAL,
-            "count-scorer-backlog",
-            lambda: _count_backlog(transactions, backlog),
+        # Each domain declares its own loops; an interval of 0 turns one off.
+        jobs.start_all(
+            [
+                *pipeline.periodic_jobs(transactions, backlog),
+                *idempotency.periodic_jobs(settings, transactions),
+                *alerts.periodic_jobs(
+                    settings, transactions, evaluator, clock, metrics, lambda: jobs.stopping
+                ),
+                *scoring.periodic_jobs(settings, transactions),
+                *webhooks.periodic_jobs(settings, transactions),
+            ]
         )
-        if settings.housekeeping_interval.total_seconds() > 0:
-            jobs.start(
-                settings.housekeeping_interval,
-                "purge-idempotency-records",
-                lambda: idempotency.purge_expired(
-                    transactions, now=utcnow(), ttl=settings.idempotency_key_ttl
-                ),
-            )
-            jobs.start(
-                settings.housekeeping_interval,
-                "purge-webhook-messages",
-                lambda: transactions.run(
-                    lambda c: webhooks.purge(c, utcnow() - settings.webhook_retention)
-                ),
-            )
-            jobs.start(
-                settings.housekeeping_interval,
-                "purge-alert-feed",
-                lambda: transactions.run(
-                    lambda c: purge_feed(c, utcnow(), settings.alert_feed_retention)
-                ),
-            )
-        if settings.refit_interval.total_seconds() > 0:
-            jobs.start(
-                settings.refit_interval,
-                "refit-population-model",
-                lambda: refit(transactions, utcnow().date()),
-            )
-        if settings.sweep_interval.total_seconds() > 0:
-
-            async def sweep_due() -> SweepResult:
-                started = time.perf_counter()
-                result = await sweep(
-                    transactions,
-                    evaluator,
-                    clock,
-                    batch_size=settings.sweep_batch_size,
-                    should_stop=lambda: jobs.stopping,
-                )
-                app.state.metrics.swept.inc(result.customers)
-                app.state.metrics.set_aside.labels("sweeper").inc(result.set_aside)
-                app.state.metrics.sweep_duration.observe(time.perf_counter() - started)
-                return result
-
-            jobs.start(settings.sweep_interval, "sweep-due-customers", sweep_due)
         dispatcher = Dispatcher(
             transactions, settings, metrics=app.state.metrics, resolver=resolver
         )
@@ -229,14 +190,6 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
-
-
-BACKLOG_COUNT_INTERVAL = timedelta(seconds=1)
-
-
-async def _count_backlog(transactions: TransactionRunner, backlog: Backlog) -> int:
-    backlog.counted(await transactions.read(pending_count))
-    return backlog.pending
 
 
 def app_factory() -> FastAPI:

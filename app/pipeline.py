@@ -39,6 +39,7 @@ from app.kit.backlog import Backlog
 from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.kit.metrics import Metrics
+from app.kit.periodic import Job
 from app.setaside import repository as setaside
 
 logger = logging.getLogger("radar.scorer")
@@ -435,3 +436,17 @@ class Scorer:
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2)
+
+
+BACKLOG_COUNT_INTERVAL = timedelta(seconds=1)
+
+
+def periodic_jobs(transactions: TransactionRunner, backlog: Backlog) -> list[Job]:
+    """The flow's loops (the scorer is a loop of its own): the backlog as the database
+    counts it, every replica's ingest and every scorer included."""
+
+    async def count() -> int:
+        backlog.counted(await transactions.read(pending_count))
+        return backlog.pending
+
+    return [Job(BACKLOG_COUNT_INTERVAL, "count-scorer-backlog", count)]

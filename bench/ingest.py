@@ -782,16 +782,20 @@ def report_rows(summaries: Sequence[Summary]) -> list[list[str]]:
 def report_row(summary: Summary, ceiling: float | None) -> list[str]:
     title = summary.scenario.title
     if not summary.runs:
-        return [title, "skipped", "", "", "", "", "", summary.skipped or ""]
+        return [title, "skipped", "", "", "", "", "", "", "", summary.skipped or ""]
     rates = [run.requests_per_s for run in summary.runs]
     target, result = verdict(summary, ceiling)
     cpu = (summary.median_cpu(part) for part in ("server", "client", "other"))
+    scored = [run.scored_per_s for run in summary.runs if run.scored_per_s is not None]
+    lags = [run.lag_p99_s for run in summary.runs if run.lag_p99_s is not None]
     return [
         title,
         f"{summary.median('events_per_s'):,.0f}",
         f"{summary.median('requests_per_s'):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})",
         f"{summary.median('p50_ms'):.2f}",
         f"{summary.median('p99_ms'):.2f}",
+        f"{statistics.median(scored):,.0f}" if scored else "-",
+        f"<= {statistics.median(lags):g}" if lags else "-",
         str(sum(run.errors for run in summary.runs)),
         "/".join(f"{part:.0f}" for part in cpu),
         f"{target} {result}".strip(),
@@ -804,6 +808,8 @@ HEADERS = [
     "req/s (min-max)",
     "p50 ms",
     "p99 ms",
+    "scored ev/s",
+    "lag p99 s",
     "errors",
     "cpu% srv/cli/oth",
     "target",

@@ -8,6 +8,7 @@ change is recorded in the change feed by the same commit.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,15 @@ from functools import partial
 
 from sqlalchemy import Connection, text
 
-from app.alerts import repository, rules
+from app.alerts import queries, repository, rules
 from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.customers.state import CustomerState
-from app.kit.db import Money, TransactionRunner
+from app.kit.db import Money, TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
+from app.kit.metrics import Metrics
+from app.kit.periodic import Job
+from app.kit.settings import Settings
 from app.policy import service as policies
 from app.policy.schemas import RULES, Rule
 from app.scoring import service as scoring
@@ -397,3 +401,39 @@ def _set_aside(connection: Connection, customer_id: str, error: str, now: dateti
 def sweep_again(connection: Connection, customer_id: str, now: datetime) -> None:
     """A set-aside customer, due for the sweeper's next round."""
     customers.check_later(connection, customer_id, now)
+
+
+def periodic_jobs(
+    settings: Settings,
+    transactions: TransactionRunner,
+    evaluator: Evaluator,
+    clock: Callable[[], datetime],
+    metrics: Metrics,
+    should_stop: Callable[[], bool],
+) -> list[Job]:
+    """The alerts' loops: the sweeper, and the change feed's retention."""
+
+    async def sweep_due() -> SweepResult:
+        started = time.perf_counter()
+        result = await sweep(
+            transactions,
+            evaluator,
+            clock,
+            batch_size=settings.sweep_batch_size,
+            should_stop=should_stop,
+        )
+        metrics.swept.inc(result.customers)
+        metrics.set_aside.labels(SWEEPER).inc(result.set_aside)
+        metrics.sweep_duration.observe(time.perf_counter() - started)
+        return result
+
+    return [
+        Job(
+            settings.housekeeping_interval,
+            "purge-alert-feed",
+            lambda: transactions.run(
+                lambda c: queries.purge_feed(c, utcnow(), settings.alert_feed_retention)
+            ),
+        ),
+        Job(settings.sweep_interval, "sweep-due-customers", sweep_due),
+    ]

@@ -15,8 +15,10 @@ from sqlalchemy import Connection
 from starlette.responses import Response
 
 from app.ingestion import repository
-from app.kit.db import TransactionRunner
+from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import Conflict, ValidationFailed
+from app.kit.periodic import Job
+from app.kit.settings import Settings
 
 MAX_KEY_LENGTH = 255
 PURGE_BATCH = 5000
@@ -91,6 +93,17 @@ def claim(
     raise Conflict(
         "This Idempotency-Key could not be claimed; retry.", code="idempotency_key_in_use"
     )
+
+
+def periodic_jobs(settings: Settings, transactions: TransactionRunner) -> list[Job]:
+    """Ingestion's loops: expired idempotency records are forgotten."""
+    return [
+        Job(
+            settings.housekeeping_interval,
+            "purge-idempotency-records",
+            lambda: purge_expired(transactions, now=utcnow(), ttl=settings.idempotency_key_ttl),
+        )
+    ]
 
 
 async def purge_expired(runner: TransactionRunner, *, now: datetime, ttl: timedelta) -> int:

@@ -11,12 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
 
 logger = logging.getLogger("radar.periodic")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A loop a domain declares: `run` every `interval` (0: the loop is off)."""
+
+    interval: timedelta
+    name: str
+    run: Callable[[], Awaitable[object]]
 
 
 class PeriodicJobs:
@@ -33,6 +43,12 @@ class PeriodicJobs:
 
     def start(self, interval: timedelta, name: str, job: Callable[[], Awaitable[object]]) -> None:
         self._tasks.append(asyncio.create_task(self._run_every(interval, name, job), name=name))
+
+    def start_all(self, jobs: Iterable[Job]) -> None:
+        """Start each job whose interval is above 0."""
+        for job in jobs:
+            if job.interval.total_seconds() > 0:
+                self.start(job.interval, job.name, job.run)
 
     async def _run_every(
         self, interval: timedelta, name: str, job: Callable[[], Awaitable[object]]

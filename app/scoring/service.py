@@ -18,6 +18,8 @@ from sqlalchemy import Connection, insert, select
 
 from app.customers.state import CustomerState
 from app.kit.db import Money, TransactionRunner, utcnow
+from app.kit.periodic import Job
+from app.kit.settings import Settings
 from app.models import Customer, ModelFit
 from app.scoring import pareto
 from app.scoring import spend as spend_model
@@ -293,3 +295,14 @@ def _discounted_purchases(
         total += (cumulative - previous) * discount
         previous = cumulative
     return total
+
+
+def periodic_jobs(settings: Settings, transactions: TransactionRunner) -> list[Job]:
+    """Scoring's loops: the population model is refitted on every customer."""
+    return [
+        Job(
+            settings.refit_interval,
+            "refit-population-model",
+            lambda: refit(transactions, utcnow().date()),
+        )
+    ]

@@ -10,7 +10,10 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import FieldError, NotFound, ValidationFailed
+from app.kit.periodic import Job
+from app.kit.settings import Settings
 from app.webhooks import repository
 from app.webhooks.repository import EndpointRow
 from app.webhooks.schemas import (
@@ -195,3 +198,17 @@ def delivery_detail(connection: Connection, endpoint_id: int, delivery_id: int) 
         payload=row.payload,
         attempt_log=[attempt_out(attempt) for attempt in reversed(log)],
     )
+
+
+def periodic_jobs(settings: Settings, transactions: TransactionRunner) -> list[Job]:
+    """The webhooks' loops (the dispatcher is a loop of its own): old messages, deliveries
+    and attempts are purged."""
+    return [
+        Job(
+            settings.housekeeping_interval,
+            "purge-webhook-messages",
+            lambda: transactions.run(
+                lambda c: repository.purge(c, utcnow() - settings.webhook_retention)
+            ),
+        )
+    ]
