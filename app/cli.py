@@ -269,7 +269,14 @@ def dispatch(once: bool) -> None:
     is_flag=True,
     help="Run the sweeper here too, every RADAR_SWEEP_INTERVAL (then set it to 0 on the API)",
 )
-def score(once: bool, with_sweeper: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this process's Prometheus metrics (the scorer's lag and backlog) on this port",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True)
+def score(once: bool, with_sweeper: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Fold, score and publish stored events: a scorer on its own, until SIGTERM or Ctrl-C.
 
     The service runs one too (RADAR_SCORER); several may run at once, on either database,
@@ -278,10 +285,15 @@ def score(once: bool, with_sweeper: bool) -> None:
     """
     import signal
 
+    from prometheus_client import start_http_server
+
+    from app import pipeline
     from app.alerts.service import Evaluator
     from app.alerts.service import sweep as sweep_due
+    from app.kit.backlog import Backlog
     from app.kit.db import utcnow
     from app.kit.logging import configure_logging
+    from app.kit.metrics import Metrics
     from app.kit.periodic import PeriodicJobs
     from app.pipeline import Scorer
 
@@ -292,6 +304,11 @@ def score(once: bool, with_sweeper: bool) -> None:
 
     async def run(transactions: TransactionRunner) -> None:
         evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
+        metrics = Metrics()
+        backlog = Backlog(settings.scorer_max_backlog)
+        metrics.scorer_pending.set_function(lambda: backlog.pending)
+        if metrics_port is not None:
+            start_http_server(metrics_port, metrics_host, registry=metrics.registry)
         scorer = Scorer(
             transactions,
             evaluator,
@@ -300,6 +317,8 @@ def score(once: bool, with_sweeper: bool) -> None:
             idle_poll=settings.scorer_idle_poll,
             linger=settings.scorer_linger,
             listen_url=None if settings.is_sqlite else settings.database_url,
+            metrics=metrics,
+            backlog=backlog,
         )
         if once:
             folded = await scorer.drain()
@@ -311,6 +330,7 @@ def score(once: bool, with_sweeper: bool) -> None:
             loop.add_signal_handler(number, stop.set)
         scorer.start()
         jobs = PeriodicJobs()
+        jobs.start_all(pipeline.periodic_jobs(transactions, backlog))
         if with_sweeper:
             jobs.start(
                 settings.sweep_interval,

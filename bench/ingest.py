@@ -14,6 +14,8 @@ What is measured
     postgres-loyal  weeks of history each (so every event is folded, scored and its rules
                     applied); counted until the scorer's queue is empty again, with the
                     scorer's lag p99 (radar_scorer_lag_seconds)
+    postgres-loyal-split  the same with the scorer in its own process (`radar score`;
+                    the service runs with RADAR_SCORER=false), on a database of its own
 
     Targets: single-event req/s >= 0.5x the ceiling's; the loyal stream >= 0.3x; batch
     >= 50,000 events/s on SQLite and >= 30,000 events/s on PostgreSQL. Each is printed as
@@ -148,6 +150,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         loyal=True,
     ),
     Scenario(
+        "postgres-loyal-split",
+        "single, loyal, scored, PostgreSQL, scorer process",
+        "postgres-split",
+        SINGLE,
+        16,
+        80_000,
+        min_ceiling_ratio=0.3,
+        loyal=True,
+    ),
+    Scenario(
         "sqlite-batch",
         "batch 500, SQLite sync=FULL",
         "sqlite",
@@ -188,6 +200,7 @@ class Server:
     api_key: str | None = None
     database_url: str | None = None
     seeded: bool = False  # the loyal customers' history is stored
+    metrics_url: str | None = None  # where the scorer's metrics are (default: base_url)
 
     @property
     def base_url(self) -> str:
@@ -369,15 +382,29 @@ def start_ceiling(workdir: Path, stack: ExitStack) -> Server:
 
 
 def start_service(
-    name: str, database_url: str, synchronous: str, workdir: Path, stack: ExitStack
+    name: str,
+    database_url: str,
+    synchronous: str,
+    workdir: Path,
+    stack: ExitStack,
+    scorer_process: bool = False,
 ) -> Server:
     env = service_env(database_url, synchronous)
     api_key = create_api_key(env)
     port = free_port()
+    metrics_url = None
+    if scorer_process:  # ingest in `radar serve`, scoring in a `radar score` beside it
+        env["RADAR_SCORER"] = "false"
+        metrics_port = free_port()
+        command = [str(BIN / "radar"), "score", "--metrics-port", str(metrics_port)]
+        scorer = spawn(f"{name}-scorer", command, env, workdir, metrics_port)
+        stack.callback(stop, scorer)
+        metrics_url = f"http://{HOST}:{metrics_port}"
     command = [str(BIN / "radar"), "serve", "--host", HOST, "--port", str(port)]
     server = spawn(name, command, env, workdir, port)
     server.api_key = api_key
     server.database_url = database_url
+    server.metrics_url = metrics_url
     stack.callback(stop, server)
     wait_ready(server)
     return server
@@ -395,6 +422,9 @@ def start_servers(
             "sqlite-normal", sqlite_url % "normal", "NORMAL", workdir, stack
         ),
         "postgres": lambda: _start_postgres(postgres_url, workdir, stack, runner),
+        "postgres-split": lambda: _start_postgres(
+            _sibling(postgres_url, "_split"), workdir, stack, runner, scorer_process=True
+        ),
     }
     servers: dict[str, Server] = {}
     skipped: dict[str, str] = {}
@@ -407,9 +437,22 @@ def start_servers(
     return servers, skipped
 
 
-def _start_postgres(url: str, workdir: Path, stack: ExitStack, runner: asyncio.Runner) -> Server:
+def _start_postgres(
+    url: str,
+    workdir: Path,
+    stack: ExitStack,
+    runner: asyncio.Runner,
+    scorer_process: bool = False,
+) -> Server:
     runner.run(reset_postgres(url))
-    return start_service("postgres", url, "FULL", workdir, stack)
+    name = "postgres-split" if scorer_process else "postgres"
+    return start_service(name, url, "FULL", workdir, stack, scorer_process)
+
+
+def _sibling(url: str, suffix: str) -> str:
+    """Another database on the same server (each service gets a fresh one)."""
+    base, _, name = url.rpartition("/")
+    return f"{base}/{name.split('?')[0]}{suffix}"
 
 
 # --- load -------------------------------------------------------------------------------
@@ -631,7 +674,8 @@ async def queued(server: Server) -> int:
 
 async def lag_buckets(server: Server) -> list[tuple[float, float]]:
     """The scorer's lag histogram (cumulative counts per upper bound), now."""
-    async with httpx.AsyncClient(base_url=server.base_url, trust_env=False) as client:
+    base_url = server.metrics_url or server.base_url
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False) as client:
         text = (await client.get("/metrics")).text
     return [
         (float(bound), float(count))

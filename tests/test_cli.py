@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -13,6 +16,7 @@ from app.cli import main
 from app.kit.cli_errors import TRACEBACK_VARIABLE, one_line
 from app.kit.settings import get_settings
 from tests.radar_process import RADAR
+from tests.test_server import _free_port
 
 
 @pytest.fixture
@@ -102,6 +106,35 @@ def test_score_once_folds_what_is_queued(
     refused = runner.invoke(main, ["score", "--sweep"])
     assert refused.exit_code == 2
     assert "--sweep needs RADAR_SWEEP_INTERVAL above 0" in refused.output
+
+
+def test_score_serves_its_own_metrics(tmp_path: Path) -> None:
+    env = {**os.environ, "RADAR_DATABASE_URL": f"sqlite:///{tmp_path / 'score.db'}"}
+    subprocess.run([RADAR, "migrate"], env=env, check=True, capture_output=True)
+    port = _free_port()
+    scorer = subprocess.Popen(
+        [RADAR, "score", "--metrics-port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                assert scorer.poll() is None
+                time.sleep(0.1)
+        assert "radar_scorer_pending_events 0.0" in text
+        assert "radar_scorer_lag_seconds_count 0.0" in text
+    finally:
+        scorer.send_signal(signal.SIGTERM)
+        _, errors = scorer.communicate(timeout=30)
+    assert scorer.returncode == 0, errors
+    assert b"Traceback" not in errors
 
 
 @pytest.mark.parametrize(
