@@ -466,13 +466,22 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
 def single_check(status: int, content: bytes) -> str:
-    return "" if status == 201 else f"HTTP {status}"
+    return "" if status == 201 else _refusal(status, content)
+
+
+def _refusal(status: int, content: bytes) -> str:
+    """`HTTP 503 scorer_backlog`: the status and the problem's code, when there is one."""
+    try:
+        code = orjson.loads(content).get("code")
+    except (orjson.JSONDecodeError, AttributeError):
+        code = None
+    return f"HTTP {status} {code}" if code else f"HTTP {status}"
 
 
 def batch_check(batch_size: int) -> Check:
     def check(status: int, content: bytes) -> str:
         if status != 200:
-            return f"HTTP {status}"
+            return _refusal(status, content)
         accepted: int = orjson.loads(content).get("accepted", -1)
         return "" if accepted == batch_size else f"accepted {accepted} of {batch_size}"
 

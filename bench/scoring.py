@@ -1,12 +1,13 @@
 """Cost of an event through the streaming scorer, against plain ingest, in one process.
 
 What is measured
-    Events/s of the database half of ingestion (what the group-commit writer runs in each
-    transaction), in three modes on the same events:
+    Events/s of the database half of ingestion and scoring (the writer's insert, then the
+    scorer's micro-batch, here one after the other in one transaction), in three modes on
+    the same events:
 
-    store     the events are inserted and deduplicated, nothing else: the ingest of the
-              service before customer patterns existed
-    patterns  + each customer's pattern updated in the same transaction (no scoring)
+    store     the events are inserted, deduplicated and queued for the scorer, nothing else:
+              what the request path does
+    patterns  + the scorer folds each customer's pattern (no scoring)
     scoring   + every touched customer scored (Pareto/NBD, Gamma-Gamma value), the policy's
               rules applied, alerts opened/updated/resolved and next checks stored: the
               service's path

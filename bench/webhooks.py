@@ -3,8 +3,9 @@
 What is measured
     latency     For each of N customers in turn (default 200 per run), one
                 POST /v1/purchases/batch with the customer's 12 weekly visits (2026-01-05
-                on, long stopped), which opens an inactivity alert and queues its
-                `alert.opened` webhook in the same transaction. Latency is the time from
+                on, long stopped); the scorer folds it moments later, opens an inactivity
+                alert and queues its `alert.opened` webhook in that transaction (the
+                scorer's lag is part of what is measured). Latency is the time from
                 just before that POST to the moment the receiver has the webhook of that
                 customer: p50, p99 and max in ms. The POST's own latency is the baseline:
                 the table shows the ratio webhook / POST, and the part after the POST was
