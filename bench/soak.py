@@ -16,8 +16,8 @@ What runs
     batch endpoint, each a whole history of 10-16 visits at their own rhythm (every 7, 10 or
     14 days, +-1 day) at a home store, two categories a visit: three quarters are active
     (last visit within their gap), a quarter lapsed 3.5-6 gaps ago. Lapsed customers get an
-    inactivity alert as their history is stored (the service evaluates customers in the
-    transaction that stores their events), and half of them are set aside to come back
+    inactivity alert as their history is folded (the scorer evaluates customers moments
+    after their events are stored), and half of them are set aside to come back
     during the soak, the other half stay away and are the ones ops works on.
 
     Then every kind of traffic runs at once, each at its own offered rate (Poisson arrivals

@@ -14,11 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
+from app.alerts.service import Evaluator
 from app.kit.auth import Scope
 from app.kit.db import Base, utcnow
 from app.kit.settings import Settings
 from app.main import create_app
 from app.models import Alert, AlertEvent, WebhookDelivery, WebhookMessage
+from app.pipeline import Scorer
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import EVENT_TYPES, EndpointIn, EventType
 from tests.conftest import ScoredTransport, make_key, stored_customers, stored_events
@@ -100,9 +102,17 @@ async def _post_all(client: httpx.AsyncClient, key: str, events: list[dict[str, 
     assert response.json()["rejected"] == 0, response.text
 
 
-async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> list[Any]:
+async def _store(
+    settings: Settings, deliveries: list[list[dict[str, Any]]], scorer_batch: int = 0
+) -> list[Any]:
     """Post the deliveries in order to a fresh service; return the events, the patterns and
-    the alerts left open (evaluated at one fixed moment, after the last event)."""
+    the alerts left open (evaluated at one fixed moment, after the last event).
+
+    The service's scorer folds what each request stored before the next one is sent; with
+    `scorer_batch`, nothing is folded until every delivery is stored, and then a scorer
+    folds the queue in micro-batches of that many events, whatever customers they mix."""
+    if scorer_batch:
+        settings = settings.model_copy(update={"scorer": False})
     app = create_app(settings, clock=lambda: EVALUATED_AT)
     async with LifespanManager(app):
         async with app.state.sessionmaker.begin() as session:
@@ -114,11 +124,17 @@ async def _store(settings: Settings, deliveries: list[list[dict[str, Any]]]) -> 
                 c, EndpointIn(url="http://127.0.0.1:9/crm", event_types=ALERT_TYPES), utcnow()
             )
         )
-        transport = ScoredTransport(app=app)
+        transport = httpx.ASGITransport(app=app) if scorer_batch else ScoredTransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://radar.test") as client:
             await _post_all(client, key, [ANCHOR])
             for delivery in deliveries:
                 await _post_all(client, key, delivery)
+        if scorer_batch:
+            scorer = Scorer(
+                app.state.transactions, Evaluator(), lambda: EVALUATED_AT, batch_size=scorer_batch
+            )
+            stored = sum(len(delivery) for delivery in deliveries) + 1
+            assert 0 < await scorer.drain() <= stored
         await _assert_every_alert_change_is_queued(app)
         return [*await stored_events(app), *await stored_customers(app), *await _open(app)]
 
@@ -181,6 +197,21 @@ def test_split_shuffled_and_repeated_batches_store_the_same_events(
     repeated = data.draw(st.lists(st.sampled_from(chunks), max_size=3))
     deliveries = data.draw(st.permutations(chunks + repeated))
     assert asyncio.run(_store(settings, deliveries)) == expected
+
+
+@PROPERTY_SETTINGS
+@given(events=event_lists(), data=st.data())
+def test_the_scorer_folds_the_same_state_whatever_its_micro_batches(
+    settings: Settings, events: list[dict[str, Any]], data: Any
+) -> None:
+    """All of it stored first, in shuffled and repeated parts, then folded by a scorer in
+    micro-batches of a random size: the same events, patterns, open alerts and outbox."""
+    expected = asyncio.run(_store(settings, [events]))
+    shuffled = data.draw(st.permutations(events))
+    cut = data.draw(st.integers(0, len(shuffled)))
+    deliveries = [part for part in (shuffled[:cut], shuffled[cut:], shuffled[:cut]) if part]
+    batch = data.draw(st.integers(1, 30))
+    assert asyncio.run(_store(settings, deliveries, scorer_batch=batch)) == expected
 
 
 @PROPERTY_SETTINGS
