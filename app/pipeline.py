@@ -319,39 +319,35 @@ class Scorer:
         """One batch (the customers one by one if it fails); the events claimed."""
         async with self._lock:
             now = self._clock()
-            started = time.perf_counter()
             try:
-                batch = await self._transactions.run(
-                    partial(
-                        score_batch,
-                        evaluator=self._evaluator,
-                        now=now,
-                        limit=self._batch_size,
-                    )
-                )
+                return (await self._fold(now)).events
             except DATABASE_UNAVAILABLE_ERRORS:
                 raise
             except Exception:
                 logger.exception("scoring a batch failed; scoring its customers one by one")
                 return await self._one_by_one(now)
-            self._account(batch, time.perf_counter() - started)
-            return batch.events
+
+    async def _fold(self, now: datetime, customer: str | None = None) -> Batch:
+        """One transaction: the next batch (or every queued event of `customer`)."""
+        started = time.perf_counter()
+        batch = await self._transactions.run(
+            partial(
+                score_batch,
+                evaluator=self._evaluator,
+                now=now,
+                limit=self._batch_size,
+                customer=customer,
+            )
+        )
+        self._account(batch, time.perf_counter() - started)
+        return batch
 
     async def _one_by_one(self, now: datetime) -> int:
         due = await self._transactions.read(lambda c: queued_customers(c, now, self._batch_size))
         total = 0
         for customer_id in due:
-            started = time.perf_counter()
             try:
-                batch = await self._transactions.run(
-                    partial(
-                        score_batch,
-                        evaluator=self._evaluator,
-                        now=now,
-                        limit=self._batch_size,
-                        customer=customer_id,
-                    )
-                )
+                batch = await self._fold(now, customer_id)
             except DATABASE_UNAVAILABLE_ERRORS:
                 raise
             except Exception as exc:
@@ -367,7 +363,6 @@ class Scorer:
                     self._metrics.set_aside.labels(SCORER).inc()
                 total += 1  # not folded, but out of the way: the loop goes on
                 continue
-            self._account(batch, time.perf_counter() - started)
             total += batch.events
         return total
 
