@@ -26,20 +26,22 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection
+from sqlalchemy import ColumnElement, Connection, Table, or_, select, update
 
 from app.alerts.service import Evaluator
 from app.customers import service as customers
-from app.customers.service import StoredEvent, categories_of, segment_of
+from app.customers.repository import sqlite_timestamp
+from app.customers.service import StoredEvent
 from app.kit.backlog import Backlog
 from app.kit.db import TransactionRunner, utcnow
 from app.kit.errors import DATABASE_UNAVAILABLE_ERRORS
 from app.kit.metrics import Metrics
 from app.kit.periodic import Job
+from app.models import ScorerQueue
 from app.setaside import repository as setaside
 
 logger = logging.getLogger("radar.scorer")
@@ -50,6 +52,7 @@ SCORER = "scorer"  # the loop's name among set-aside items
 SET_ASIDE_FOR = timedelta(hours=1)
 NOTIFY_CHANNEL = "radar_scorer"  # PostgreSQL: ingest notifies, idle scorers listen
 
+_queue = cast(Table, ScorerQueue.__table__)
 _EVENT_COLUMNS = (
     "e.id, e.customer_id, e.kind, e.occurred_on, e.amount, e.store_id, e.items, "
     "e.attributes, e.staff_id, e.received_at"
@@ -163,12 +166,8 @@ def claim(
 
 def queued_customers(connection: Connection, now: datetime, limit: int) -> list[str]:
     """The customers of the next batch, for folding them one by one (after a failure)."""
-    placeholder = ("$1", "$2") if connection.dialect.name == "postgresql" else ("?", "?")
-    rows = connection.exec_driver_sql(
-        "SELECT customer_id FROM scorer_queue "  # noqa: S608 - placeholders only
-        f"WHERE not_before IS NULL OR not_before <= {placeholder[0]} "
-        f"ORDER BY event_pk LIMIT {placeholder[1]}",
-        (now if placeholder[0] == "$1" else _sqlite_time(now), limit),
+    rows = connection.execute(
+        select(_queue.c.customer_id).where(_claimable(now)).order_by(_queue.c.event_pk).limit(limit)
     )
     return list(dict.fromkeys(row[0] for row in rows))
 
@@ -180,23 +179,23 @@ def pending_count(connection: Connection) -> int:
 
 def set_aside(connection: Connection, customer_id: str, error: str, now: datetime) -> None:
     """Keep a customer whose events cannot be folded out of the scorer's way for a while."""
-    placeholder = ("$1", "$2") if connection.dialect.name == "postgresql" else ("?", "?")
-    at: Any = now + SET_ASIDE_FOR
-    connection.exec_driver_sql(
-        f"UPDATE scorer_queue SET not_before = {placeholder[0]} "  # noqa: S608
-        f"WHERE customer_id = {placeholder[1]}",
-        (at if placeholder[0] == "$1" else _sqlite_time(at), customer_id),
+    connection.execute(
+        update(_queue)
+        .where(_queue.c.customer_id == customer_id)
+        .values(not_before=now + SET_ASIDE_FOR)
     )
     setaside.record(connection, SCORER, customer_id, error, now)
 
 
 def score_again(connection: Connection, customer_id: str) -> None:
     """A set-aside customer's events, claimable again at once."""
-    placeholder = "$1" if connection.dialect.name == "postgresql" else "?"
-    connection.exec_driver_sql(
-        f"UPDATE scorer_queue SET not_before = NULL WHERE customer_id = {placeholder}",  # noqa: S608
-        (customer_id,),
+    connection.execute(
+        update(_queue).where(_queue.c.customer_id == customer_id).values(not_before=None)
     )
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    return or_(_queue.c.not_before.is_(None), _queue.c.not_before <= now)
 
 
 def rebuild(connection: Connection) -> int:
@@ -208,41 +207,16 @@ def rebuild(connection: Connection) -> int:
 
 def _claimed(row: Any) -> Claimed:
     received = row.received_at
-    if isinstance(received, str):
-        received = datetime.fromisoformat(received)
-    if received.tzinfo is None:
-        received = received.replace(tzinfo=utcnow().tzinfo)
-    day = row.occurred_on
-    items = row.items
-    attributes = row.attributes
-    return Claimed(
-        StoredEvent(
-            customer_id=row.customer_id,
-            kind=row.kind,
-            day=date.fromisoformat(day) if isinstance(day, str) else day,
-            amount=int(row.amount),
-            store_id=row.store_id,
-            categories=categories_of(_document(items)),
-            segment=segment_of(_document(attributes)),
-            staff_id=row.staff_id,
-        ),
-        received,
-    )
+    if isinstance(received, str):  # SQLite, raw: naive UTC text
+        received = datetime.fromisoformat(received).replace(tzinfo=UTC)
+    return Claimed(customers.stored_event(row), received)
 
 
 def _set(event: asyncio.Event, *_: object) -> None:
     event.set()
 
 
-def _document(value: Any) -> Any:
-    import orjson
-
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
-
-
 def _sqlite_time(value: datetime) -> str:
-    from app.customers.repository import sqlite_timestamp
-
     text = sqlite_timestamp(value)
     assert text is not None
     return text

@@ -112,6 +112,8 @@ def _facts(
 
 
 def stored_event(row: Any) -> StoredEvent:
+    """A purchase_events row (through the ORM's types, or raw from the driver) as the fold
+    needs it."""
     items = row.items if not isinstance(row.items, str) else orjson.loads(row.items)
     attributes = row.attributes
     if isinstance(attributes, str):
@@ -120,7 +122,9 @@ def stored_event(row: Any) -> StoredEvent:
     return StoredEvent(
         customer_id=row.customer_id,
         kind=row.kind,
-        day=row.occurred_on,
+        day=date.fromisoformat(row.occurred_on)
+        if isinstance(row.occurred_on, str)  # SQLite, raw
+        else row.occurred_on,
         amount=int(amount * Money.SCALE) if isinstance(amount, Decimal) else int(amount),
         store_id=row.store_id,
         categories=categories_of(items),
