@@ -150,10 +150,11 @@ def pending_events(connection: Connection, customer_id: str) -> int:
 
 
 def updated_at(connection: Connection, customer_id: str) -> datetime | None:
-    value = connection.execute(
+    """When the customer's pattern was last written (None: no pattern yet)."""
+    value: datetime | None = connection.execute(
         select(_customers.c.updated_at).where(_customers.c.customer_id == customer_id)
     ).scalar()
-    return value if isinstance(value, datetime) or value is None else None
+    return value
 
 
 def claim_due(connection: Connection, now: datetime, limit: int) -> list[CustomerState]:
