@@ -113,7 +113,8 @@ async def refused(url: str, within: float = 20) -> None:
         while time.monotonic() < deadline:
             try:
                 await client.get(f"{url}/healthz")
-            except httpx.ConnectError:
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                # Refused, or the kept-alive connection closed by the shutting-down server.
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"the server still accepted connections {within} s after SIGTERM")

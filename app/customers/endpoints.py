@@ -63,8 +63,10 @@ async def get_customer(
     transactions: TransactionRunner = request.app.state.transactions
 
     def load(connection: Connection) -> tuple[Any, ...]:
-        state = repository.get_state(connection, customer_id)
+        # Pending first: a scorer committing between the two reads then leaves the pattern
+        # found, never "no pattern and nothing pending" (each read sees the latest commit).
         pending = repository.pending_events(connection, customer_id)
+        state = repository.get_state(connection, customer_id)
         if state is None and not pending:
             return (None,)
         return (
