@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.backtest.cli import backtest_command
 from app.imports.options import reader_options
 from app.kit.auth import Scope
+from app.kit.cli_database import database_name, open_database, say_database
 from app.kit.cli_errors import RadarGroup
 from app.kit.db import (
     TransactionRunner,
@@ -31,8 +32,11 @@ T = TypeVar("T")
 
 
 def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one unit of work on the configured database, then say which it was."""
+    settings = get_settings()
+    open_database(settings)
+
     async def run() -> T:
-        settings = get_settings()
         engine = create_engine(settings)
         try:
             if settings.migrate_on_start:
@@ -42,27 +46,29 @@ def _with_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         finally:
             await engine.dispose()
 
-    return asyncio.run(run())
+    result = asyncio.run(run())
+    say_database()
+    return result
 
 
-def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]]) -> T:
-    """Run `work` against the configured database, migrated first unless disabled."""
+def _with_transactions(work: Callable[[TransactionRunner], Awaitable[T]], *, say: bool = True) -> T:
+    """Run `work` against the configured database, migrated first unless disabled; then say
+    which database it was (a command that runs until stopped says it as it starts)."""
+    settings = get_settings()
+    open_database(settings)
 
     async def run() -> T:
-        async with open_transactions(get_settings()) as transactions:
+        async with open_transactions(settings) as transactions:
             return await work(transactions)
 
-    return asyncio.run(run())
-
-
-def _database_name(url: str) -> str:
-    """The database a command works on, as people read it (no password)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    result = asyncio.run(run())
+    if say:
+        say_database()
+    return result
 
 
 @click.group(cls=RadarGroup)
+@click.version_option(package_name="defection-radar", prog_name="radar")
 def main() -> None:
     """Defection Radar: know which customers are drifting away while you can win them back."""
 
@@ -87,6 +93,7 @@ def serve(host: str, port: int, workers: int) -> None:
         from app.policy.service import read_file
 
         read_file(settings.policy_file)  # a bad file: one line here, not a start-up traceback
+    click.echo(f"database: {open_database(settings, creates=True)}", err=True)
     uvicorn.run(
         "app.main:app_factory",
         factory=True,
@@ -106,10 +113,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
 @main.command()
 def migrate() -> None:
-    """Apply pending database migrations."""
+    """Apply pending database migrations (a new SQLite file is created)."""
+    settings = get_settings()
+    open_database(settings, creates=True)
 
     async def run() -> None:
-        engine = create_engine(get_settings())
+        engine = create_engine(settings)
         try:
             await upgrade(engine)
         finally:
@@ -117,6 +126,7 @@ def migrate() -> None:
 
     asyncio.run(run())
     click.echo("database schema is current")
+    say_database()
 
 
 @main.command()
@@ -191,6 +201,8 @@ def import_command(
         raise click.UsageError("--url needs --key (or RADAR_KEY) with the ingest scope")
     summary = imports.run(file, options, url=url, key=key, sweep=sweep)
     imports.report(summary, rejects, as_json)
+    imports.check_outcome(summary)
+    say_database()  # (a local import's)
 
 
 @main.command()
@@ -240,6 +252,7 @@ def dispatch(once: bool) -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    database = database_name(settings.database_url)
 
     async def run(transactions: TransactionRunner) -> None:
         dispatcher = Dispatcher(transactions, settings)
@@ -254,11 +267,11 @@ def dispatch(once: bool) -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(number, stop.set)
         dispatcher.start()
-        click.echo("dispatching webhooks", err=True)
+        click.echo(f"dispatching webhooks (database: {database})", err=True)
         await stop.wait()
         await dispatcher.stop()
 
-    _with_transactions(run)
+    _with_transactions(run, say=once)
 
 
 @main.command()
@@ -299,6 +312,7 @@ def score(once: bool, with_sweeper: bool, metrics_port: int | None, metrics_host
 
     settings = get_settings()
     configure_logging(settings.log_level, json=settings.log_json)
+    database = database_name(settings.database_url)
     if with_sweeper and settings.sweep_interval.total_seconds() <= 0:
         raise click.UsageError("--sweep needs RADAR_SWEEP_INTERVAL above 0")
 
@@ -344,13 +358,13 @@ def score(once: bool, with_sweeper: bool, metrics_port: int | None, metrics_host
                 ),
             )
         what = "scoring events and sweeping" if with_sweeper else "scoring events"
-        click.echo(f"{what} ({_database_name(settings.database_url)})", err=True)
+        click.echo(f"{what} (database: {database})", err=True)
         await stop.wait()
         await asyncio.gather(
             scorer.stop(settings.shutdown_grace), jobs.stop(settings.shutdown_grace)
         )
 
-    _with_transactions(run)
+    _with_transactions(run, say=once)
 
 
 @main.command("refit")
@@ -421,12 +435,13 @@ def keys_list(include_revoked: bool) -> None:
 
 
 @keys.command("revoke")
-@click.argument("prefix")
-def keys_revoke(prefix: str) -> None:
-    """Revoke the key with this prefix (rk_xxxxxxxx)."""
-    from app.keys.service import revoke_key
+@click.argument("key")
+def keys_revoke(key: str) -> None:
+    """Revoke a key: its prefix (rk_xxxxxxxx), the whole key, or its name (when one active
+    key has it)."""
+    from app.keys.service import revoke
 
-    revoked = _with_session(lambda s: revoke_key(s, prefix))
+    revoked = _with_session(lambda s: revoke(s, key))
     click.echo(f"revoked {revoked.prefix} '{revoked.name}'")
 
 

@@ -180,3 +180,156 @@ def test_an_unexpected_error_is_one_line_too() -> None:
     assert one_line(KeyError("x")) == (
         f"unexpected error: KeyError: 'x' (set {TRACEBACK_VARIABLE}=1 to see where)"
     )
+
+
+def _fails_in_one_line(args: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
+    """Run a real `radar` process (RADAR_DATABASE_URL unset unless `env` sets it): it must
+    fail with exit 1 and one line on stderr, the line it returns."""
+    environment = {**os.environ}
+    environment.pop("RADAR_DATABASE_URL", None)
+    environment.pop(TRACEBACK_VARIABLE, None)
+    result = subprocess.run(
+        [RADAR, *args],
+        env={**environment, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    return line
+
+
+def test_version_is_the_distribution_s() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run([RADAR, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"radar, version {version('defection-radar')}"
+
+
+def test_revoke_by_prefix_whole_key_or_name(runner: CliRunner) -> None:
+    def create(name: str) -> str:
+        created = runner.invoke(main, ["keys", "create", "--name", name, "--scope", "read"])
+        assert created.exit_code == 0, created.output
+        return created.stdout.strip()
+
+    by_key, by_name, twin_1, twin_2 = create("a"), create("b"), create("twin"), create("twin")
+    assert len({by_key, by_name, twin_1, twin_2}) == 4
+
+    def active() -> set[str]:
+        listed = runner.invoke(main, ["keys", "list"]).stdout
+        return {line.split("\t")[0] for line in listed.splitlines()}
+
+    def prefix(key: str) -> str:
+        return key[: len("rk_") + 8]
+
+    revoked = runner.invoke(main, ["keys", "revoke", by_key])  # the whole key
+    assert revoked.exit_code == 0, revoked.output
+    assert revoked.stdout.strip() == f"revoked {prefix(by_key)} 'a'"
+    assert by_key not in revoked.output  # a secret is never echoed
+    assert runner.invoke(main, ["keys", "revoke", "b"]).stdout.strip() == (
+        f"revoked {prefix(by_name)} 'b'"  # by its name
+    )
+    assert active() == {prefix(twin_1), prefix(twin_2)}
+
+    ambiguous = runner.invoke(main, ["keys", "revoke", "twin"])
+    assert ambiguous.exit_code == 1
+    assert f"2 active keys are named 'twin': {prefix(twin_1)}, {prefix(twin_2)}" in (
+        ambiguous.stderr
+    )
+    assert active() == {prefix(twin_1), prefix(twin_2)}  # nothing revoked
+    assert runner.invoke(main, ["keys", "revoke", prefix(twin_1)]).exit_code == 0
+    assert runner.invoke(main, ["keys", "revoke", "twin"]).exit_code == 0  # one left: that one
+    assert active() == set()
+
+    wrong = twin_2[:-4] + ("AAAA" if not twin_2.endswith("AAAA") else "BBBB")
+    mistyped = runner.invoke(main, ["keys", "revoke", wrong])
+    assert mistyped.exit_code == 1
+    assert "no key matches the one given" in mistyped.stderr
+    assert wrong not in mistyped.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["keys", "revoke", "nobody"], "No API key 'nobody'. Give its prefix"),
+        (["keys", "revoke", "rk_0000"], "No API key 'rk_0000'."),
+    ],
+    ids=["unknown-name", "unknown-prefix"],
+)
+def test_an_unknown_key_is_one_line_naming_the_database(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    database = tmp_path / "cli.db"
+    line = _fails_in_one_line(args, {"RADAR_DATABASE_URL": f"sqlite:///{database}"})
+    assert says in line
+    assert line.endswith(f"(database: sqlite:///{database})")
+
+
+def test_a_relative_sqlite_file_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    """The default database is ./var/radar.db: a key created from the wrong directory must
+    not land in a new, empty database the service never reads."""
+    default = tmp_path / "var" / "radar.db"
+    for args in (
+        ["keys", "create", "--name", "till-1", "--scope", "ingest"],
+        ["keys", "list"],
+        ["keys", "revoke", "till-1"],
+        ["scores"],
+        ["sweep"],
+        ["refit"],
+        ["rebuild"],
+        ["score", "--once"],
+        ["dispatch", "--once"],
+    ):
+        line = _fails_in_one_line(args, {}, cwd=tmp_path)
+        assert line.startswith(f"Error: no database at {default} "), args
+        assert "set RADAR_DATABASE_URL to the service's database" in line
+    relative = _fails_in_one_line(
+        ["keys", "list"], {"RADAR_DATABASE_URL": "sqlite:///data/radar.db"}, cwd=tmp_path
+    )
+    assert f"no database at {tmp_path / 'data' / 'radar.db'} " in relative
+    assert list(tmp_path.iterdir()) == []  # nothing created
+
+    environment = {**os.environ}
+    environment.pop("RADAR_DATABASE_URL", None)
+
+    def radar(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RADAR, *args], env=environment, cwd=tmp_path, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+
+    migrated = radar("migrate")  # migrate creates it, and says where
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stderr.strip() == f"database: sqlite:///{default}"
+    created = radar("keys", "create", "--name", "till-1", "--scope", "ingest")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.strip().startswith("rk_")
+    assert f"database: sqlite:///{default}" in created.stderr.splitlines()
+
+
+def test_every_command_on_the_database_says_which(runner: CliRunner, tmp_path: Path) -> None:
+    said = f"database: sqlite:///{tmp_path / 'cli.db'}"
+    history = tmp_path / "history.csv"
+    history.write_text("customer_id,occurred_at,amount\nc-1,2026-01-05,10\nc-1,2026-01-12,12\n")
+    for args in (
+        ["migrate"],
+        ["keys", "create", "--name", "x", "--scope", "read"],
+        ["keys", "list"],
+        ["keys", "revoke", "x"],
+        ["import", str(history), "--store", "s-1"],
+        ["rebuild"],
+        ["sweep"],
+        ["scores", "--out", str(tmp_path / "scores.csv")],
+        ["score", "--once"],
+        ["dispatch", "--once"],
+        ["refit"],
+    ):
+        result = runner.invoke(main, args)
+        assert result.exit_code == 0, (args, result.output)
+        assert said in result.stderr.splitlines(), args
+        assert said not in result.stdout, args  # output stays the command's own

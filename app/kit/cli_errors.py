@@ -11,6 +11,7 @@ import click
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 
+from app.kit.cli_database import opened_database
 from app.kit.errors import RadarError
 
 TRACEBACK_VARIABLE = "RADAR_CLI_TRACEBACK"  # set to 1 to see the traceback after all
@@ -43,6 +44,11 @@ def _flat(exc: Any) -> str:
     return " ".join(str(exc).split())[:500]
 
 
+# Errors that depend on which database a command opened: their line names it (a key "not
+# found" may be in another database).
+_ABOUT_DATA = (RadarError, DBAPIError, ConnectionError, TimeoutError)
+
+
 class RadarGroup(click.Group):
     """The `radar` group: any error a command raises becomes one line."""
 
@@ -54,4 +60,6 @@ class RadarGroup(click.Group):
         except Exception as exc:
             if os.environ.get(TRACEBACK_VARIABLE) == "1":
                 raise
-            raise click.ClickException(one_line(exc)) from None
+            database = opened_database()
+            where = f" (database: {database})" if database and isinstance(exc, _ABOUT_DATA) else ""
+            raise click.ClickException(one_line(exc) + where) from None
