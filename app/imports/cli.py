@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -11,12 +12,21 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
+import httpx
 import orjson
 from tqdm import tqdm
 
-from app.imports.reader import ReadOptions, detect_format, parse_mapping
-from app.imports.service import ImportSummary, Progress, import_local, import_remote
+from app.imports.reader import ReadOptions, check_columns, detect_format, parse_mapping
+from app.imports.service import (
+    ImportSummary,
+    Progress,
+    RemoteError,
+    check_sample,
+    import_local,
+    import_remote,
+)
 from app.ingestion.schemas import EventLimits
+from app.kit.cli_database import open_database
 from app.kit.db import open_transactions, utcnow
 from app.kit.settings import get_settings
 from app.kit.text import spreadsheet_text
@@ -28,6 +38,7 @@ def read_options(
     file_format: str | None,
     mapping: str,
     delimiter: str,
+    decimal: str,
     no_header: bool,
     columns: str,
     date_format: str | None,
@@ -57,6 +68,7 @@ def read_options(
         format=cast(Any, file_format),
         mapping=fields,
         delimiter={"tab": "\t"}.get(delimiter, delimiter),
+        decimal=decimal,
         header=not no_header,
         columns=names,
         date_format=date_format,
@@ -75,6 +87,16 @@ def run(
             detect_format(path)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
+    settings = get_settings()
+    if url is None and options.default_currency is None:  # the one currency amounts are in
+        options = dataclasses.replace(options, default_currency=settings.currency)
+    try:  # a wrong mapping stops here, before anything is stored
+        check_columns(path, options)
+        check_sample(path, options, None if url is not None else EventLimits.of(settings))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if url is None:
+        open_database(settings)
     size = path.stat().st_size
     with tqdm(
         total=size, unit="B", unit_scale=True, desc=path.name, file=sys.stderr, disable=None
@@ -93,6 +115,39 @@ def run(
             return asyncio.run(_local(path, options, progress, sweep))
         except ValueError as exc:  # the file as a whole is unreadable (no header, say)
             raise click.ClickException(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise click.ClickException(
+                f"cannot reach the service at {url} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split()) or 'no answer'}): is it running, and is --url right?"
+            ) from exc
+        except RemoteError as exc:
+            raise click.ClickException(_refusal(exc, url)) from exc
+
+
+def _refusal(exc: RemoteError, url: str | None) -> str:
+    if exc.status == 401:
+        return (
+            f"the service at {url} does not know the key (401): it is mistyped, revoked, or "
+            "from another database (`radar keys list` on the service's database)"
+        )
+    if exc.status == 403:
+        return (
+            f"the key lacks the ingest scope (403 from {url}): create one with "
+            "`radar keys create --name NAME --scope ingest`"
+        )
+    return f"the service at {url} answered {exc.status}: {exc.detail}"
+
+
+def check_outcome(summary: ImportSummary) -> None:
+    """A file none of whose rows could be stored is a failure (exit 1), not a summary."""
+    if summary.rows and not summary.accepted and not summary.duplicates:
+        first = summary.rejects[0]
+        where = f" {first.pointer.lstrip('/')}" if first.pointer else ""
+        raise click.ClickException(
+            f"all {summary.rows} rows were rejected, nothing was imported "
+            f"(line {first.line}{where}: {first.message}); check --map, --date-format "
+            "and --decimal"
+        )
 
 
 async def _local(

@@ -22,6 +22,11 @@ _OPTIONS = [
         "--delimiter", default=",", show_default=True,
         help="CSV delimiter; 'tab', or 'whitespace' for runs of spaces",
     ),
+    click.option(
+        "--decimal", type=click.Choice([".", ","]), default=".", show_default=True,
+        help="The amounts' decimal mark: ',' reads 42,50 as 42.50 (then points group "
+        "thousands; a CSV needs another --delimiter, e.g. ';')",
+    ),
     click.option("--no-header", is_flag=True, help="The CSV has no header row (give --columns)"),
     click.option("--columns", default="", help="Column names of a CSV without a header"),
     click.option(
@@ -35,7 +40,8 @@ _OPTIONS = [
     ),
     click.option("--store", "default_store", default=None, help="store_id of rows without one"),
     click.option(
-        "--currency", "default_currency", default=None, help="Currency of rows without one"
+        "--currency", "default_currency", default=None,
+        help="Currency of rows without one (default for a local import: RADAR_CURRENCY)",
     ),
     click.option("--encoding", default="utf-8", show_default=True),
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 from zoneinfo import ZoneInfo
@@ -64,6 +65,7 @@ class ReadOptions:
     format: Format | None = None  # None: from the file name (.csv, .tsv, .jsonl, .ndjson)
     mapping: dict[str, str] = field(default_factory=dict)  # API field -> column
     delimiter: str = ","  # "whitespace": runs of spaces and tabs
+    decimal: str = "."  # the amounts' decimal mark: "." or "," (then "." groups thousands)
     header: bool = True
     columns: tuple[str, ...] = ()  # names of the columns of a file without a header
     date_format: str | None = None  # None: ISO 8601 / RFC 3339
@@ -103,6 +105,7 @@ def read(path: Path, options: ReadOptions, position: list[int] | None = None) ->
     """Every data row of the file, as an API-shaped event or the reason it cannot be one.
     `position[0]` follows how many bytes of the file were read (for a progress bar)."""
     kind = options.format or detect_format(path)
+    _check_decimal(kind, options)
     occurrences: Counter[bytes] = Counter()
     with path.open("rb", buffering=0) as raw_file, open_binary(raw_file) as handle:
         lines = _lines(handle, options.encoding)
@@ -120,6 +123,52 @@ def read(path: Path, options: ReadOptions, position: list[int] | None = None) ->
             if position is not None:
                 position[0] = raw_file.tell()
             yield row
+
+
+REQUIRED = ("customer_id", "occurred_at", "amount")
+
+
+def _check_decimal(kind: Format, options: ReadOptions) -> None:
+    if kind == "csv" and options.decimal == "," and options.delimiter == ",":
+        raise ValueError(
+            "--decimal , needs another CSV delimiter than the comma: add --delimiter ';' (or tab)"
+        )
+
+
+def check_columns(path: Path, options: ReadOptions, sample: int = 20) -> None:
+    """Raise ValueError (one line) when the mapping names a column the file does not have,
+    or a field the events need has no column: before any row is imported."""
+    kind = options.format or detect_format(path)
+    _check_decimal(kind, options)
+    fields = [*options.mapping, *(f for f in REQUIRED if f not in options.mapping)]
+    names: set[str] = set()
+    if kind == "csv":
+        header = list(options.columns) or _header(path, options)
+        names, shown = set(header), ", ".join(header)
+    else:
+        with path.open("rb") as raw_file, open_binary(raw_file) as handle:
+            for _, _, record in islice(_json_records(_lines(handle, options.encoding)), sample):
+                if isinstance(record, dict):
+                    names.update(record)
+        shown = ", ".join(sorted(names))
+    for name in fields:
+        column = options.columns_of[name]
+        if column not in names:
+            mapped = f" (mapped to {name})" if name in options.mapping else ""
+            raise ValueError(
+                f"the file has no column {column!r}{mapped}; its columns: {shown or 'none'}. "
+                f"Use --map {name}=COLUMN"
+            )
+
+
+def _header(path: Path, options: ReadOptions) -> list[str]:
+    with path.open("rb") as raw_file, open_binary(raw_file) as handle:
+        for text in _lines(handle, options.encoding):
+            if isinstance(text, RowError):
+                raise ValueError(f"the header is {text.message}: give --encoding")
+            if text.strip():
+                return [cell.strip() for cell in _split(text, options.delimiter)]
+    return []
 
 
 def detect_format(path: Path) -> Format:
@@ -218,7 +267,7 @@ def to_event(record: dict[str, Any], options: ReadOptions) -> dict[str, Any]:
     if "currency" not in event and options.default_currency is not None:
         event["currency"] = options.default_currency
     event["occurred_at"] = _timestamp(record.get(columns["occurred_at"]), options)
-    amount, refund = _amount(record.get(columns["amount"]))
+    amount, refund = _amount(record.get(columns["amount"]), options.decimal)
     event["amount"] = amount
     event["kind"] = "refund" if refund or _is_refund(record.get(columns["kind"])) else "purchase"
     category = record.get(columns["category"])
@@ -264,14 +313,27 @@ def _parse_time(text: str, date_format: str | None, timezone: str) -> str:
     return parsed.isoformat()
 
 
-def _amount(raw: Any) -> tuple[str, bool]:
+_GROUPED_BY_POINTS = re.compile(r"[-+]?\d{1,3}(?:\.\d{3})+(?:,\d*)?")
+
+
+def _amount(raw: Any, decimal: str = ".") -> tuple[str, bool]:
     """The amount as the API wants it (positive) and whether it was negative (a refund)."""
     if raw is None or raw == "":
         raise RowError("amount", "missing", "no amount in the row")
+    text = str(raw).strip().replace(" ", "").replace("\u00a0", "")
+    if decimal == "," and isinstance(raw, str):
+        if _GROUPED_BY_POINTS.fullmatch(text):
+            text = text.replace(".", "")  # 1.234,50
+        elif "." in text:
+            raise RowError(
+                "amount", "bad_amount", f"{raw!r} has a point, but --decimal , was given"
+            )
+        text = text.replace(",", ".")
     try:
-        number = Decimal(str(raw).strip().replace(" ", ""))
+        number = Decimal(text)
     except InvalidOperation as exc:
-        raise RowError("amount", "bad_amount", f"{raw!r} is not a number") from exc
+        hint = " (a decimal comma? give --decimal ,)" if "," in text and decimal == "." else ""
+        raise RowError("amount", "bad_amount", f"{raw!r} is not a number{hint}") from exc
     return format(abs(number), "f"), number < 0
 
 

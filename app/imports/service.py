@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
-from app.imports.reader import ReadOptions, Row, read
+from app.imports.reader import FIELDS, ReadOptions, Row, read
 from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus
 from app.ingestion.service import (
     EVENT_ADAPTER,
@@ -94,6 +96,50 @@ def validate_rows(rows: Sequence[Row], limits: EventLimits = DEFAULT_LIMITS) -> 
                 candidate.errors = validation_errors(exc)
         found.append(candidate)
     return found
+
+
+SAMPLE_ROWS = 20  # the rows read first to check the mapping before anything is stored
+
+
+def check_sample(
+    path: Path, options: ReadOptions, limits: EventLimits | None = DEFAULT_LIMITS
+) -> None:
+    """Raise ValueError (one line) when every one of the first rows is rejected: the mapping,
+    the date format or the decimal mark is wrong, and importing would store nothing. With
+    `limits` None (a remote service, whose settings are not known here) only what the file
+    reader finds counts."""
+    rows = list(islice(read(path, options), SAMPLE_ROWS))
+    if not rows:
+        return
+    if limits is None:
+        errors = [
+            (row, {"pointer": "/" + row.error.name, "message": row.error.message})
+            for row in rows
+            if row.error is not None
+        ]
+    else:
+        errors = [
+            (row, candidate.errors[0])
+            for row, candidate in zip(rows, validate_rows(rows, limits), strict=True)
+            if candidate.errors
+        ]
+    if len(errors) < len(rows):
+        return
+    reasons = Counter(error["pointer"] for _, error in errors)
+    pointer, count = reasons.most_common(1)[0]
+    row, error = next((row, error) for row, error in errors if error["pointer"] == pointer)
+    field = pointer.strip("/").split("/")[0]
+    hint = f"check --map {field}=COLUMN" if field in FIELDS else "check the file and --map"
+    if field == "occurred_at":
+        hint += " and --date-format"
+    elif field == "amount":
+        hint += " and --decimal"
+    elif field in ("store_id", "currency"):
+        hint += f" (or --{'store' if field == 'store_id' else 'currency'})"
+    raise ValueError(
+        f"stopped before importing: the first {len(rows)} rows are all rejected, {count} on "
+        f"{field or 'the row'} (line {row.line}: {error['message']}); {hint}"
+    )
 
 
 def _tally(summary: ImportSummary, rows: Sequence[Row], candidates: Iterable[Candidate]) -> None:
@@ -230,3 +276,8 @@ class RemoteError(Exception):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"the service answered {status}: {body}")
         self.status = status
+        try:  # a problem+json body: its detail says it best
+            problem = orjson.loads(body)
+            self.detail = str(problem.get("detail") or problem.get("title") or body)
+        except (orjson.JSONDecodeError, AttributeError):
+            self.detail = " ".join(body.split())
