@@ -43,6 +43,7 @@ from app.policy.endpoints import router as policy_router
 from app.reports.endpoints import router as reports_router
 from app.scoring import service as scoring
 from app.setaside.endpoints import router as set_aside_router
+from app.ui.endpoints import SignInNeeded, sign_in_redirect, static_assets
 from app.ui.endpoints import router as ui_router
 from app.webhooks import service as webhooks
 from app.webhooks.dispatcher import Dispatcher
@@ -161,6 +162,9 @@ def create_app(
         # FastAPI's OpenTelemetry hooks: off (this service exports Prometheus metrics), so
         # that no request pays for looking up tracer and meter providers.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # /docs is served by the page's module from vendored assets (never from a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     silence_parameter_logs()
     app.state.settings = settings
@@ -183,6 +187,8 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(set_aside_router)
     app.include_router(ui_router)
+    app.add_exception_handler(SignInNeeded, sign_in_redirect)  # type: ignore[arg-type]
+    app.mount("/ui/static", static_assets(), name="ui-static")
     # Added first = innermost: the ingest endpoints without the router, inside the rest.
     app.add_middleware(IngestRoutes, api=app)
     # Added last = outermost: request ids wrap everything, including 413s.

@@ -250,6 +250,7 @@ class Alert(Base):
     contact_channel: Mapped[str | None] = mapped_column(String(32))
     # When nobody resolved an acknowledged alert in time and it was announced again.
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    assigned_to: Mapped[str | None] = mapped_column(String(100))  # who is to call
 
 
 class AlertEvent(Base):

@@ -21,9 +21,11 @@ from app.alerts.schemas import (
     AlertEventOut,
     AlertOut,
     AlertPage,
+    AssignIn,
     CaseOut,
     CasePage,
     CustomerSummary,
+    NoteIn,
     ResolveIn,
     SnoozeIn,
     Status,
@@ -32,7 +34,7 @@ from app.customers.repository import get_state
 from app.kit.auth import BearerCredentials, Principal, ReadKey, Scope, require_scope
 from app.kit.db import Money, TransactionRunner
 from app.kit.errors import Gone, NotFound, problem_responses
-from app.kit.params import MAX_ROW_ID, Identifier, IsoAwareDatetime, RowId
+from app.kit.params import FREE_TEXT_PATTERN, MAX_ROW_ID, Identifier, IsoAwareDatetime, RowId
 from app.kit.settings import Settings
 from app.policy.schemas import Rule, Severity
 
@@ -74,6 +76,15 @@ async def list_alerts(
     severity: Annotated[list[Severity], Query()] = [],  # noqa: B006
     store_id: StoreIds = [],  # noqa: B006
     customer_id: Annotated[Identifier | None, Query()] = None,
+    assigned_to: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            pattern=FREE_TEXT_PATTERN,
+            description="Assigned to this person",
+        ),
+    ] = None,
     min_value_at_risk: MinValueAtRisk = None,
     opened_after: Annotated[IsoAwareDatetime | None, Query()] = None,
     opened_before: Annotated[IsoAwareDatetime | None, Query()] = None,
@@ -87,6 +98,7 @@ async def list_alerts(
         severity=list(severity),
         store_id=store_id,
         customer_id=customer_id,
+        assigned_to=assigned_to,
         min_value_at_risk=None if min_value_at_risk is None else Decimal(min_value_at_risk),
         opened_after=opened_after,
         opened_before=opened_before,
@@ -229,6 +241,26 @@ async def acknowledge(
 ) -> AlertOut:
     actor = (body.by if body else None) or key.name
     return await _apply(request, alert_id, workflow.Change("acknowledge", actor))
+
+
+@router.post(
+    "/{alert_id}/assign", summary="Give the alert to someone to call", responses=_ACTION_ERRORS
+)
+async def assign(request: Request, key: WorkflowKey, alert_id: RowId, body: AssignIn) -> AlertOut:
+    return await _apply(
+        request, alert_id, workflow.Change("assign", body.by or key.name, to=body.to)
+    )
+
+
+@router.post(
+    "/{alert_id}/notes",
+    summary="Add a note (the latest is the alert's `note`; each is in its history)",
+    responses=_ACTION_ERRORS,
+)
+async def add_note(request: Request, key: WorkflowKey, alert_id: RowId, body: NoteIn) -> AlertOut:
+    return await _apply(
+        request, alert_id, workflow.Change("note", body.by or key.name, note=body.text)
+    )
 
 
 @router.post(

@@ -32,6 +32,7 @@ class AlertFilter:
     severity: list[str] = field(default_factory=list)
     store_id: list[str] = field(default_factory=list)
     customer_id: str | None = None
+    assigned_to: str | None = None
     min_value_at_risk: Decimal | None = None
     opened_after: datetime | None = None
     opened_before: datetime | None = None
@@ -69,6 +70,8 @@ def _conditions(filters: AlertFilter) -> list[ColumnElement[bool]]:
             conditions.append(c[name].in_(values))
     if filters.customer_id is not None:
         conditions.append(c.customer_id == filters.customer_id)
+    if filters.assigned_to is not None:
+        conditions.append(c.assigned_to == filters.assigned_to)
     if filters.min_value_at_risk is not None:
         conditions.append(c.value_at_risk >= filters.min_value_at_risk)
     if filters.opened_after is not None:
@@ -226,3 +229,114 @@ def purge_feed(connection: Connection, now: datetime, retention: timedelta) -> i
     if not moved:
         connection.execute(_feed_state.insert().values(id=1, purged_through=through))
     return int(deleted)
+
+
+@dataclass(slots=True)
+class CaseFilter:
+    """Which unresolved alerts make the call list (the page's filters)."""
+
+    status: list[str] = field(default_factory=lambda: ["open", "acknowledged"])
+    rule: list[str] = field(default_factory=list)
+    severity: list[str] = field(default_factory=list)
+    store_id: list[str] = field(default_factory=list)
+    assigned_to: str | None = None
+    customer_prefix: str | None = None  # search by the start of a customer id
+
+
+CaseSort = Literal["value", "oldest", "newest"]
+
+
+def case_list(
+    connection: Connection, filters: CaseFilter, sort: CaseSort, offset: int, limit: int
+) -> tuple[int, list[list[AlertRow]]]:
+    """The call list as numbered pages: how many customers match, and the page's customers
+    (each with their matching alerts, strongest first). A person pages through hundreds,
+    not millions, so an offset is fine here; the API's `/v1/cases` pages by cursor."""
+    c = _alerts.c
+    conditions: list[ColumnElement[bool]] = [c.status.in_(filters.status or ["none"])]
+    for name, values in (
+        ("rule", filters.rule),
+        ("severity", filters.severity),
+        ("store_id", filters.store_id),
+    ):
+        if values:
+            conditions.append(c[name].in_(values))
+    if filters.assigned_to is not None:
+        conditions.append(c.assigned_to == filters.assigned_to)
+    if filters.customer_prefix:
+        escaped = (
+            filters.customer_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        )
+        conditions.append(c.customer_id.like(escaped + "%", escape="\\"))
+    value = func.max(c.value_at_risk).label("value")
+    opened = func.min(c.opened_at).label("opened")
+    grouped = select(c.customer_id, value, opened).where(*conditions).group_by(c.customer_id)
+    total = connection.execute(select(func.count()).select_from(grouped.subquery())).scalar_one()
+    order = {
+        "value": (value.desc(), c.customer_id),
+        "oldest": (opened, c.customer_id),
+        "newest": (opened.desc(), c.customer_id),
+    }[sort]
+    found = connection.execute(grouped.order_by(*order).offset(offset).limit(limit)).all()
+    customers = [row.customer_id for row in found]
+    alerts: dict[str, list[AlertRow]] = {customer: [] for customer in customers}
+    if customers:
+        query = select(*COLUMNS).where(c.customer_id.in_(customers), *conditions)
+        for row in connection.execute(query.order_by(c.value_at_risk.desc(), c.id)):
+            alert = to_alert(row)
+            alerts[alert.customer_id].append(alert)
+    return total, [alerts[customer] for customer in customers]
+
+
+def customer_history(connection: Connection, customer_id: str, limit: int = 200) -> list[FeedEvent]:
+    """Every change of the customer's alerts, newest first: who did what, and the notes."""
+    query = (
+        select(*_FEED_COLUMNS)
+        # Through the customer's alerts: both lookups are by index.
+        .where(
+            _events.c.alert_id.in_(select(_alerts.c.id).where(_alerts.c.customer_id == customer_id))
+        )
+        .order_by(_events.c.seq.desc())
+        .limit(limit)
+    )
+    return [FeedEvent(*row) for row in connection.execute(query)]
+
+
+def assignees(connection: Connection) -> list[str]:
+    """Who unresolved alerts are assigned to (the page's filter)."""
+    query = (
+        select(_alerts.c.assigned_to)
+        .where(_alerts.c.assigned_to.is_not(None), _alerts.c.resolved_at.is_(None))
+        .distinct()
+        .order_by(_alerts.c.assigned_to)
+        .limit(500)
+    )
+    return [row[0] for row in connection.execute(query)]
+
+
+def stores(connection: Connection) -> list[str]:
+    """The stores that have unresolved alerts (the page's filter)."""
+    query = (
+        select(_alerts.c.store_id)
+        .where(_alerts.c.store_id.is_not(None), _alerts.c.resolved_at.is_(None))
+        .distinct()
+        .order_by(_alerts.c.store_id)
+        .limit(2000)
+    )
+    return [row[0] for row in connection.execute(query)]
+
+
+def latest_seq(connection: Connection) -> int:
+    """The newest change's seq (0 when there is none yet)."""
+    return int(connection.execute(select(func.max(_events.c.seq))).scalar_one() or 0)
+
+
+def unresolved_for(connection: Connection, customer_id: str) -> list[AlertRow]:
+    """The customer's alerts not resolved yet, strongest first."""
+    c = _alerts.c
+    query = (
+        select(*COLUMNS)
+        .where(c.customer_id == customer_id, c.status != "resolved")
+        .order_by(c.value_at_risk.desc(), c.id)
+    )
+    return [to_alert(row) for row in connection.execute(query)]

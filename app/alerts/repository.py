@@ -44,6 +44,7 @@ class AlertRow:
     note: str | None = None
     contact_channel: str | None = None
     escalated_at: datetime | None = None
+    assigned_to: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The alert as JSON, as it goes into the change feed and the API."""
@@ -70,6 +71,7 @@ class AlertRow:
             "note": self.note,
             "contact_channel": self.contact_channel,
             "escalated_at": _iso(self.escalated_at),
+            "assigned_to": self.assigned_to,
         }
 
 
@@ -106,6 +108,7 @@ def save_workflow(connection: Connection, alert: AlertRow) -> None:
             reason=alert.reason,
             note=alert.note,
             contact_channel=alert.contact_channel,
+            assigned_to=alert.assigned_to,
         )
     )
 

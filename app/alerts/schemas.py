@@ -53,6 +53,7 @@ class AlertOut(BaseModel):
     escalated_at: datetime | None = Field(
         default=None, description="When it was announced again for want of a resolution"
     )
+    assigned_to: str | None = Field(default=None, description="Who is to call the customer")
 
 
 class AlertPage(BaseModel):
@@ -88,6 +89,8 @@ class AlertEventOut(BaseModel):
         "alert.acknowledged",
         "alert.snoozed",
         "alert.escalated",
+        "alert.assigned",
+        "alert.noted",
         "alert.resolved",
     ]
     alert_id: int
@@ -131,6 +134,16 @@ class AcknowledgeIn(_Action):
 
 class SnoozeIn(_Action):
     until: IsoAwareDatetime = Field(description="When the alert comes back to the open queue")
+
+
+class AssignIn(_Action):
+    to: Actor | None = Field(description="Who is to call the customer (null: nobody)")
+
+
+class NoteIn(_Action):
+    text: Annotated[
+        str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True), NoNul
+    ] = Field(description="What was said or done; kept in the alert's history")
 
 
 class ResolveIn(_Action):

@@ -1,4 +1,5 @@
-"""People working an alert: acknowledge, snooze, resolve with an outcome and a reason.
+"""People working an alert: acknowledge, assign, snooze, add a note, resolve with an outcome
+and a reason.
 
 Each action runs in one transaction that first locks the customer's row, the lock every
 evaluation of the customer holds: so a person's change and the service's own (refresh,
@@ -22,7 +23,7 @@ from app.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from app.models import Alert
 from app.webhooks import outbox
 
-Action = Literal["acknowledge", "snooze", "resolve"]
+Action = Literal["acknowledge", "assign", "snooze", "note", "resolve"]
 # Outcomes that say the customer was reached, so a reason is known.
 NEEDS_REASON = frozenset({"won_back", "lost"})
 
@@ -32,6 +33,7 @@ class Change:
     action: Action
     actor: str
     until: datetime | None = None  # snooze
+    to: str | None = None  # assign (None: unassign)
     outcome: str | None = None  # resolve
     reason: str | None = None
     note: str | None = None
@@ -69,6 +71,13 @@ def apply(
         if escalate_after > timedelta(0):  # to announce it again if nobody resolves it
             customers.check_by(connection, alert.customer_id, now + escalate_after)
         kind = "alert.acknowledged"
+    elif change.action == "assign":
+        alert.assigned_to = change.to
+        kind = "alert.assigned"
+    elif change.action == "note":
+        # The latest note is the alert's; each one stays in the history (its feed event).
+        alert.note = change.note
+        kind = "alert.noted"
     elif change.action == "snooze":
         assert change.until is not None
         if change.until <= now:

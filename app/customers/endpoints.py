@@ -59,7 +59,18 @@ async def get_customer(
         Query(ge=1, le=730, description="Horizon of the defection score (default: the policy's)"),
     ] = None,
 ) -> CustomerOut:
-    day = as_of or request.app.state.clock().date()
+    found = await read_customer(
+        request, customer_id, as_of or request.app.state.clock().date(), horizon_days
+    )
+    if found is None:
+        raise NotFound(f"No purchases are stored for customer {customer_id!r}.")
+    return found
+
+
+async def read_customer(
+    request: Request, customer_id: str, day: date, horizon_days: int | None = None
+) -> CustomerOut | None:
+    """The customer as the API shows them (the page shows the same); None when unknown."""
     transactions: TransactionRunner = request.app.state.transactions
 
     def load(connection: Connection) -> tuple[Any, ...]:
@@ -80,7 +91,7 @@ async def get_customer(
 
     loaded = await transactions.read(load)
     if loaded[0] is None:
-        raise NotFound(f"No purchases are stored for customer {customer_id!r}.")
+        return None
     state, pending, updated_at, model, policy, history = loaded
     horizon = horizon_days or policy.horizon_days
     scores = scoring.score(

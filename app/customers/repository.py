@@ -131,6 +131,26 @@ def lock_states(connection: Connection, customer_ids: Sequence[str]) -> dict[str
     return states
 
 
+def read_states(connection: Connection, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+    """The stored states of these customers (not locked; the unknown ones are left out)."""
+    ids = sorted(set(customer_ids))
+    states: dict[str, CustomerState] = {}
+    postgres = connection.dialect.name == "postgresql"
+    for start in range(0, len(ids), _SQLITE_MAX_VARIABLES):
+        chunk = ids[start : start + _SQLITE_MAX_VARIABLES]
+        if postgres:
+            result = connection.exec_driver_sql(
+                _SELECT_STATES + "WHERE customer_id = ANY($1::text[])", (chunk,)
+            )
+        else:
+            result = connection.exec_driver_sql(
+                _SELECT_STATES + f"WHERE customer_id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+        states.update((row[0], _state(row)) for row in result)
+    return states
+
+
 def get_state(connection: Connection, customer_id: str) -> CustomerState | None:
     placeholder = "$1" if connection.dialect.name == "postgresql" else "?"
     row = connection.exec_driver_sql(

@@ -187,6 +187,45 @@ class ValueModel(_Strict):
     annual_discount_rate: float = Field(default=0.10, ge=0, le=1)
 
 
+Question = Annotated[str, StringConstraints(min_length=1, max_length=300), NoNul]
+QuestionList = Annotated[list[Question], Field(max_length=20)]
+
+
+class Questions(_Strict):
+    """What to ask a customer on the call, per kind of defection: the call list shows them
+    beside each case, so that every caller asks the same things and the answers are
+    comparable."""
+
+    inactivity: QuestionList = Field(
+        default=[
+            "We have not seen you for a while: is everything all right?",
+            "Was there something about your last visit that disappointed you?",
+            "Are you shopping somewhere else now? What do they do better?",
+        ]
+    )
+    frequency_drop: QuestionList = Field(
+        default=[
+            "You come less often than you used to: what changed?",
+            "Is there a time or a store that would suit you better?",
+            "Is there something we could do that would bring you back as often as before?",
+        ]
+    )
+    spend_drop: QuestionList = Field(
+        default=[
+            "You buy less with us than before: is there something you now buy elsewhere?",
+            "How do our prices compare with where you buy it now?",
+            "Did you miss a product or a service on your last visits?",
+        ]
+    )
+    category_lapse: QuestionList = Field(
+        default=[
+            "You used to buy this from us: where do you buy it now, and why?",
+            "Was there a problem with the product or its availability?",
+            "What would make you buy it from us again?",
+        ]
+    )
+
+
 class PolicyBody(_Strict):
     """The definition of defection. Omitted fields take their defaults."""
 
@@ -202,6 +241,7 @@ class PolicyBody(_Strict):
     false_alarms: FalseAlarms = Field(default_factory=FalseAlarms)
     severity: SeverityLevels = Field(default_factory=SeverityLevels)
     value: ValueModel = Field(default_factory=ValueModel)
+    questions: Questions = Field(default_factory=Questions)
 
 
 class PolicyOut(PolicyBody):

@@ -165,6 +165,12 @@ def _answer(
 ) -> Any:
     if "text/csv" not in request.headers.get("accept", ""):
         return report()
+    return Response(to_csv(rows, row_type), media_type="text/csv; charset=utf-8")
+
+
+def to_csv(rows: Sequence[Any], row_type: type) -> str:
+    """A report's rows as CSV, a header of the row's field names first (the page's exports
+    are the same bytes as the API's)."""
     buffer = io.StringIO()
     names = [field.name for field in dataclasses.fields(row_type)]
     # Lines end with CRLF (RFC 4180): the writer then also quotes a cell holding a bare CR,
@@ -173,7 +179,7 @@ def _answer(
     writer.writerow(names)
     for row in rows:
         writer.writerow([_cell(value) for value in dataclasses.astuple(row)])
-    return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8")
+    return buffer.getvalue()
 
 
 def _cell(value: Any) -> Any:

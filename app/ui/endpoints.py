@@ -1,43 +1,190 @@
-"""GET /ui/: a one-page dashboard over the same API (no build step, the user pastes a key)."""
+"""The page people work from: the call list, a customer, the manager's view, and /docs.
+
+Server-rendered (Jinja2, autoescaped) with htmx for the actions and the refresh; charts by
+Chart.js. Every asset is served from this package (app/ui/static/vendor, with licences):
+nothing is loaded from elsewhere, and the pages run no inline script (strict CSP).
+
+Sign-in: a person pastes an API key once; it is kept in an HttpOnly, SameSite=Strict
+cookie for the browser session, so that every view has a real address (bookmarks, links,
+CSV downloads) and the key is out of reach of the page's scripts.
+"""
 
 from __future__ import annotations
 
-from functools import cache
+import asyncio
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as day_time
+from decimal import Decimal
 from importlib.resources import files
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-import orjson
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import Connection
+from starlette.staticfiles import StaticFiles
 
+from app.alerts import queries, workflow
+from app.alerts.queries import CaseFilter, CaseSort
+from app.alerts.repository import AlertRow
+from app.alerts.schemas import Outcome
+from app.customers.endpoints import read_customer
+from app.customers.state import week_index, week_start
+from app.kit.auth import Principal, Scope, authorize
+from app.kit.db import TransactionRunner
+from app.kit.errors import RadarError
+from app.kit.params import IDENTIFIER_PATTERN
 from app.kit.settings import Settings
+from app.policy import service as policies
+from app.policy.schemas import RULES
+from app.reports import service as reports
+from app.reports.endpoints import to_csv
+from app.reports.service import RateRow, ReasonRow, ResponseRow, ValueRow
+from app.ui import views
 
 router = APIRouter(include_in_schema=False)
-# The page runs only its own script and styles, served from /ui/ (no inline script, so text
-# that reaches the page, such as the configured reasons, can never run), talks to this
-# service only, and may not be framed (clickjacking) nor rebased.
+
+# The pages run only their own scripts and styles, talk to this service only, and may not
+# be framed (clickjacking) nor rebased. Chart.js sizes its canvas through the style
+# property (CSSOM), which a CSP does not govern; no page has an inline style or script.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
-NOSNIFF = {"X-Content-Type-Options": "nosniff"}  # the script and styles only as what they are
-# In a JSON block these cannot end the element (</script>) or start a comment (<!--); JSON
-# reads the escapes back as the same characters.
-_JSON_IN_HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+# Swagger UI sets inline styles in its markup; its script is still this service's own.
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",  # the pages show customers' data
+}
+KEY_COOKIE, NAME_COOKIE, STORE_COOKIE = "radar_key", "radar_name", "radar_store"
+LONG_POLL = 25.0  # seconds a /ui/changes request waits for a change
+UNDO_SECONDS = 5
+
+templates = Environment(
+    loader=PackageLoader("app.ui", "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
-def _resource(name: str) -> str:
-    return files("app.ui").joinpath(name).read_text(encoding="utf-8")
+class StaticAssets(StaticFiles):
+    """The page's scripts, styles and vendored libraries, never sniffed as anything else."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
 
 
-@cache
-def _page(reasons: tuple[str, ...]) -> str:
-    config = orjson.dumps({"reasons": list(reasons)}).decode().translate(_JSON_IN_HTML)
-    return _resource("index.html").replace("__CONFIG__", config)
+def static_assets() -> StaticAssets:
+    return StaticAssets(packages=[("app.ui", "static")])
 
 
-@cache
-def _asset(name: str) -> str:
-    return _resource(name)
+class SignInNeeded(Exception):
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message
+
+
+async def signed_in(request: Request, scope: Scope = Scope.READ) -> Principal:
+    """The person's key, from the session cookie, checked as the API checks a bearer."""
+    token = request.cookies.get(KEY_COOKIE)
+    if not token:
+        raise SignInNeeded()
+    try:
+        return await authorize(request, token, scope)
+    except RadarError as exc:
+        if exc.status in (401, 403):
+            raise SignInNeeded(exc.detail or exc.title) from None
+        raise
+
+
+def sign_in_redirect(request: Request, exc: SignInNeeded) -> Response:
+    """To the sign-in form, and back here after it (htmx follows HX-Redirect)."""
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET" or request.url.path.startswith("/ui/changes"):
+        target = "/ui/"
+    query = {"next": target, **({"error": exc.message} if exc.message else {})}
+    location = "/ui/login?" + urlencode(query)
+    if request.headers.get("HX-Request"):
+        return Response(status_code=204, headers={"HX-Redirect": location})
+    if request.url.path.startswith("/ui/changes"):
+        return JSONResponse({"signed_out": True}, status_code=401)
+    return RedirectResponse(location, status_code=303)
+
+
+def _same_origin(request: Request) -> None:
+    """A change must come from this site's own page: the cookie is SameSite=Strict, and
+    browsers say where a request comes from (Sec-Fetch-Site, Origin)."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    here = f"{request.url.scheme}://{request.url.netloc}"
+    if (site is not None and site not in ("same-origin", "none")) or (
+        origin is not None and origin != here
+    ):
+        raise RadarError("This change must come from the service's own page.")
+
+
+def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    html = templates.get_template(name).render(
+        request=request,
+        currency=str(settings.currency),
+        name=request.cookies.get(NAME_COOKIE, ""),
+        my_store=request.cookies.get(STORE_COOKIE, ""),
+        rule_names=views.RULE_NAMES,
+        event_names=views.EVENT_NAMES,
+        money=_money,
+        ago=_ago,
+        add_days=lambda day, days: day + timedelta(days=round(days)),
+        today=_today(request),
+        **context,
+    )
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, **SECURITY_HEADERS}
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def _money(amount: Decimal | float | None, currency: str) -> str:
+    if amount is None:
+        return "\u2013"
+    return f"{currency} {Decimal(amount):,.2f}"
+
+
+def _ago(day: date | datetime | None, today: date) -> str:
+    if day is None:
+        return ""
+    if isinstance(day, datetime):
+        day = day.date()
+    days = (today - day).days
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "yesterday"
+    if days == -1:
+        return "tomorrow"
+    return f"{days} days ago" if days > 0 else f"in {-days} days"
+
+
+def _today(request: Request) -> date:
+    now: datetime = request.app.state.clock()
+    return now.date()
+
+
+def _transactions(request: Request) -> TransactionRunner:
+    transactions: TransactionRunner = request.app.state.transactions
+    return transactions
+
+
+# ---- sign-in ----------------------------------------------------------------------------
 
 
 @router.get("/")
@@ -45,20 +192,402 @@ async def root() -> RedirectResponse:
     return RedirectResponse("/ui/")
 
 
+def _safe_next(target: str | None) -> str:
+    """Only back into this page (never an open redirect to another site)."""
+    if not target or not target.startswith("/ui/") or target.startswith("/ui//"):
+        return "/ui/"
+    return target
+
+
+@router.get("/ui/login")
+async def login_form(
+    request: Request,
+    next_: Annotated[str | None, Query(alias="next", max_length=2000)] = None,
+    error: Annotated[str | None, Query(max_length=300)] = None,
+) -> HTMLResponse:
+    return _render(request, "login.html", next=_safe_next(next_), error=error)
+
+
+@router.post("/ui/login")
+async def login(
+    request: Request,
+    key: Annotated[str, Form(max_length=200)],
+    person: Annotated[str, Form(max_length=100)] = "",
+    store: Annotated[str, Form(max_length=128)] = "",
+    next_: Annotated[str, Form(alias="next", max_length=2000)] = "/ui/",
+) -> Response:
+    _same_origin(request)
+    key, person, store = key.strip(), person.strip(), store.strip()
+    try:
+        principal = await authorize(request, key, Scope.READ)
+    except RadarError as exc:
+        message = (
+            "That key has no 'read' scope: ask for a key with it."
+            if exc.status == 403
+            else "That key is unknown or revoked: check it, or ask for a new one."
+        )
+        if exc.status not in (401, 403):
+            raise
+        return _render(
+            request, "login.html", status_code=exc.status, next=_safe_next(next_), error=message
+        )
+    response = RedirectResponse(_safe_next(next_), status_code=303)
+    secure = request.url.scheme == "https"
+    cookie = {"httponly": True, "samesite": "strict", "secure": secure, "path": "/"}
+    response.set_cookie(KEY_COOKIE, key, **cookie)  # type: ignore[arg-type]
+    response.set_cookie(NAME_COOKIE, person[:100] or principal.name, **cookie)  # type: ignore[arg-type]
+    response.set_cookie(STORE_COOKIE, store[:128], **cookie)  # type: ignore[arg-type]
+    return response
+
+
+@router.post("/ui/logout")
+async def logout(request: Request) -> Response:
+    _same_origin(request)
+    response = RedirectResponse("/ui/login", status_code=303)
+    for name in (KEY_COOKIE, NAME_COOKIE, STORE_COOKIE):
+        response.delete_cookie(name, path="/")
+    return response
+
+
+# ---- the call list ------------------------------------------------------------------------
+
+STATUSES = ("open", "acknowledged", "snoozed")
+SEVERITIES = ("high", "medium", "low")
+SORTS: dict[str, str] = {
+    "value": "Value at risk, highest first",
+    "oldest": "Waiting longest first",
+    "newest": "Newest first",
+}
+
+
 @router.get("/ui/")
-async def dashboard(request: Request) -> HTMLResponse:
+async def call_list(
+    request: Request,
+    store: Annotated[list[str], Query(max_length=50)] = [],  # noqa: B006
+    rule: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
+    severity: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
+    status: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
+    assignee: Annotated[str, Query(max_length=100)] = "",
+    q: Annotated[str, Query(max_length=128)] = "",
+    sort: Annotated[str, Query(max_length=10)] = "value",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    mine: Annotated[str, Query(max_length=5)] = "",
+) -> Response:
+    await signed_in(request)
+    my_store = request.cookies.get(STORE_COOKIE, "")
+    stores = [s for s in store if s and _is_id(s)]
+    if mine and my_store:
+        stores = [my_store]
+    filters = CaseFilter(
+        status=[s for s in status if s in STATUSES] or ["open", "acknowledged"],
+        rule=[r for r in rule if r in RULES],
+        severity=[s for s in severity if s in SEVERITIES],
+        store_id=stores,
+        assigned_to=assignee.strip() or None,
+        customer_prefix=q.strip() if _is_id(q.strip()) else None,
+    )
+    case_sort: CaseSort = (
+        "oldest" if sort == "oldest" else "newest" if sort == "newest" else "value"
+    )
+    today = _today(request)
+    data = await _transactions(request).read(
+        lambda connection: views.call_list(connection, filters, case_sort, page, today)
+    )
+    if page > data.pages:  # past the end (the list shrank): the last page
+        return RedirectResponse(_with(request, page=data.pages), status_code=303)
     settings: Settings = request.app.state.settings
-    return HTMLResponse(
-        _page(tuple(settings.alert_reasons)),
-        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, **NOSNIFF},
+    template = "cases.html" if request.headers.get("HX-Target") == "cases" else "calls.html"
+    return _render(
+        request,
+        template,
+        data=data,
+        filters=filters,
+        query=q,
+        sort=case_sort,
+        sorts=SORTS,
+        mine=bool(mine and my_store),
+        statuses=STATUSES,
+        severities=SEVERITIES,
+        rules=RULES,
+        reasons=settings.alert_reasons,
+        outcomes=OUTCOMES,
+        channels=CHANNELS,
+        undo_seconds=UNDO_SECONDS,
+        page_url=lambda number: _with(request, page=number),
+        list_url=_with(request),
     )
 
 
-@router.get("/ui/app.js")
-async def script() -> Response:
-    return Response(_asset("app.js"), media_type="text/javascript", headers=NOSNIFF)
+def _is_id(value: str) -> bool:
+    return bool(value) and len(value) <= 128 and re.match(IDENTIFIER_PATTERN, value) is not None
 
 
-@router.get("/ui/app.css")
-async def styles() -> Response:
-    return Response(_asset("app.css"), media_type="text/css", headers=NOSNIFF)
+def _with(request: Request, **changes: Any) -> str:
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
+    params += [(k, str(v)) for k, v in changes.items() if v is not None]
+    return "/ui/" + ("?" + urlencode(params) if params else "")
+
+
+OUTCOMES: dict[str, str] = {
+    "won_back": "Won back: they will come again",
+    "lost": "Lost: they will not come back",
+    "not_a_defection": "Not a defection (moved visits, holiday, ...)",
+    "not_worth_retaining": "Not worth retaining",
+}
+CHANNELS = ("phone", "email", "sms", "in_store", "letter", "other")
+
+
+@router.get("/ui/changes")
+async def changes(
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    wait: Annotated[float, Query(ge=0, le=LONG_POLL)] = LONG_POLL,
+) -> Response:
+    """For the page's refresh: how many alert changes there are after `after` (long poll)."""
+    try:
+        await signed_in(request)
+    except SignInNeeded:
+        return JSONResponse({"signed_out": True}, status_code=401)
+    deadline = time.monotonic() + wait
+    while True:
+        latest = await _transactions(request).read(queries.latest_seq)
+        if latest > after or time.monotonic() >= deadline or request.app.state.shutting_down:
+            break
+        await asyncio.sleep(0.5)
+    return JSONResponse(
+        {"latest": latest, "changed": latest > after}, headers={"Cache-Control": "no-store"}
+    )
+
+
+# ---- working a case ----------------------------------------------------------------------
+
+
+def _form_text(form: Any, name: str, limit: int) -> str | None:
+    value = form.get(name)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:limit] if value else None
+
+
+@router.post("/ui/cases/{customer_id:path}/{action}")
+async def work_case(request: Request, customer_id: str, action: str) -> Response:
+    """Acknowledge, assign, snooze, add a note or resolve: on every unresolved alert of the
+    customer (one call answers for all of them), in one transaction."""
+    settings: Settings = request.app.state.settings
+    _same_origin(request)
+    principal = await signed_in(request, Scope(settings.alert_workflow_scope))
+    form = await request.form()
+    actor = request.cookies.get(NAME_COOKIE) or principal.name
+    now: datetime = request.app.state.clock()
+    try:
+        change = _change(action, form, actor)
+    except ValueError as exc:
+        return _toast(request, str(exc), error=True, status_code=422)
+
+    def apply(connection: Connection) -> list[AlertRow]:
+        open_alerts = [
+            alert
+            for alert in queries.unresolved_for(connection, customer_id)
+            if not (action == "acknowledge" and alert.status == "acknowledged")
+        ]
+        targets = open_alerts[:1] if action == "note" else open_alerts
+        return [
+            workflow.apply(
+                connection,
+                alert.id,
+                change,
+                now,
+                settings.alert_reasons,
+                settings.alert_escalate_after,
+            )
+            for alert in targets
+        ]
+
+    try:
+        changed = await _transactions(request).run(apply)
+    except RadarError as exc:
+        return _toast(request, exc.detail or exc.title, error=True, status_code=exc.status)
+    if not changed:
+        return _toast(request, f"{customer_id} has nothing left to {action}.", error=True)
+    done = {
+        "acknowledge": "acknowledged",
+        "assign": f"assigned to {change.to}" if change.to else "unassigned",
+        "snooze": f"snoozed until {change.until:%Y-%m-%d}" if change.until else "snoozed",
+        "note": "note added",
+        "resolve": f"resolved as {str(change.outcome).replace('_', ' ')}",
+    }[action]
+    return _toast(request, f"{customer_id}: {done}.", changed=True)
+
+
+def _change(action: str, form: Any, actor: str) -> workflow.Change:
+    if action == "acknowledge":
+        return workflow.Change("acknowledge", actor)
+    if action == "assign":
+        to = _form_text(form, "to", 100)
+        return workflow.Change("assign", actor, to=to)
+    if action == "snooze":
+        until = _form_text(form, "until", 10)
+        try:
+            day = date.fromisoformat(until or "")
+        except ValueError:
+            raise ValueError("Choose the day the case comes back (until).") from None
+        return workflow.Change("snooze", actor, until=datetime.combine(day, day_time(), UTC))
+    if action == "note":
+        note = _form_text(form, "note", 2000)
+        if note is None:
+            raise ValueError("Write the note first.")
+        return workflow.Change("note", actor, note=note.replace("\x00", ""))
+    if action == "resolve":
+        outcome = _form_text(form, "outcome", 32)
+        if outcome not in OUTCOMES:
+            raise ValueError("Choose the outcome: nothing is recorded without one.")
+        reason = _form_text(form, "reason", 64)
+        if outcome in workflow.NEEDS_REASON and reason is None:
+            raise ValueError("Choose the reason the customer gave.")
+        channel = _form_text(form, "channel", 32)
+        note = _form_text(form, "note", 2000)
+        checked: Outcome = outcome  # type: ignore[assignment]
+        return workflow.Change(
+            "resolve",
+            actor,
+            outcome=checked,
+            reason=reason,
+            note=None if note is None else note.replace("\x00", ""),
+            channel=channel if channel in CHANNELS else None,
+        )
+    raise ValueError(f"Unknown action {action!r}.")
+
+
+def _toast(
+    request: Request,
+    message: str,
+    *,
+    error: bool = False,
+    changed: bool = False,
+    status_code: int = 200,
+) -> HTMLResponse:
+    response = _render(request, "toast.html", status_code=status_code, message=message, error=error)
+    if changed:
+        response.headers["HX-Trigger"] = "radar:changed"
+    return response
+
+
+# ---- a customer --------------------------------------------------------------------------
+
+
+@router.get("/ui/customers/{customer_id:path}")
+async def customer(request: Request, customer_id: str) -> Response:
+    await signed_in(request)
+    if not _is_id(customer_id):
+        return _render(request, "missing.html", status_code=404, customer_id=customer_id[:128])
+    today = _today(request)
+    found = await read_customer(request, customer_id, today)
+    if found is None:
+        return _render(request, "missing.html", status_code=404, customer_id=customer_id)
+    extras = await _transactions(request).read(
+        lambda connection: views.customer_extras(connection, customer_id)
+    )
+    return _render(
+        request,
+        "customer.html",
+        customer=found,
+        extras=extras,
+        chart=_weekly_chart(found.pattern.weekly, today),
+    )
+
+
+def _weekly_chart(weeks: list[Any], today: date) -> dict[str, Any]:
+    """The last 53 weeks, every week shown (a week without a visit is a zero, not a gap)."""
+    last = week_index(today)
+    tallies = {week.week_starting: week for week in weeks}
+    labels, visits, spend = [], [], []
+    for index in range(last - 52, last + 1):
+        start = week_start(index)
+        tally = tallies.get(start)
+        labels.append(f"{start:%d %b}")
+        visits.append(tally.visits if tally else 0)
+        spend.append(float(tally.net_amount) if tally else 0.0)
+    return {"labels": labels, "visits": visits, "spend": spend}
+
+
+# ---- the manager's view ------------------------------------------------------------------
+
+
+@router.get("/ui/manager")
+async def manager(request: Request) -> Response:
+    await signed_in(request)
+    today = _today(request)
+    view = await _transactions(request).read(lambda c: views.manager_view(c, today))
+    chart = {
+        "labels": [f"{row.period_start:%b %Y}" for row in view.months],
+        "rates": [None if row.rate is None else round(row.rate * 100, 2) for row in view.months],
+        "incomplete": [row.period_end > today for row in view.months],
+    }
+    reasons_chart = {
+        "labels": [reason.replace("_", " ") for reason, _, _ in view.lost_reasons],
+        "values": [float(value) for _, _, value in view.lost_reasons],
+    }
+    return _render(request, "manager.html", view=view, chart=chart, reasons_chart=reasons_chart)
+
+
+EXPORTS = (
+    "defection-rate",
+    "defection-rate-by-store",
+    "defection-rate-by-staff",
+    "reasons",
+    "response-times",
+    "value-at-risk",
+)
+
+
+@router.get("/ui/manager/{name}.csv")
+async def export(request: Request, name: str) -> Response:
+    """Each table of the manager's view as the reports API's CSV for the same span."""
+    await signed_in(request)
+    if name not in EXPORTS:
+        return Response("No such export.", status_code=404, media_type="text/plain")
+    today = _today(request)
+
+    def build(connection: Connection) -> str:
+        policy = policies.current(connection).body
+        current = views.month_start(today)
+        first, end = views.shift_months(current, -12), views.shift_months(current, 1)
+        reasons_end = today + timedelta(days=1)
+        reasons_span = (reasons_end - timedelta(days=90), reasons_end)
+        if name.startswith("defection-rate"):
+            split = {"defection-rate-by-store": "store", "defection-rate-by-staff": "staff"}
+            rows = reports.defection_rate(
+                connection,
+                policy,
+                "month",
+                first,
+                end,
+                split.get(name),  # type: ignore[arg-type]
+            )
+            return to_csv(rows, RateRow)
+        if name == "reasons":
+            return to_csv(reports.reasons(connection, *reasons_span, None), ReasonRow)
+        if name == "response-times":
+            return to_csv(reports.response_times(connection, *reasons_span), ResponseRow)
+        return to_csv(reports.value_at_risk(connection), ValueRow)
+
+    body = await _transactions(request).read(build)
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}-{today}.csv"',
+            **SECURITY_HEADERS,
+        },
+    )
+
+
+# ---- the API's documentation, offline ----------------------------------------------------
+
+
+@router.get("/docs")
+async def docs() -> HTMLResponse:
+    html = files("app.ui").joinpath("templates/docs.html").read_text(encoding="utf-8")
+    headers = {"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY, **SECURITY_HEADERS}
+    return HTMLResponse(html, headers=headers)

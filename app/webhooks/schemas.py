@@ -25,6 +25,8 @@ EventType = Literal[
     "alert.acknowledged",
     "alert.snoozed",
     "alert.escalated",
+    "alert.assigned",
+    "alert.noted",
     "alert.resolved",
     "customer.recovered",
     "endpoint.disabled",
