@@ -510,3 +510,40 @@ async def test_a_nul_in_what_people_write_on_an_alert_is_refused(
     assert pointer in [e["pointer"] for e in problem["errors"]]
     after = (await client.get(f"/v1/alerts/{alert['id']}", headers=keys.read)).json()
     assert (after["alert"]["status"], len(after["history"])) == ("open", 1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "says"),
+    [
+        (
+            {"occurred_at": "2026-11-20T18:05:00"},
+            "timezone_aware",
+            "has no UTC offset: add one such as +01:00 or Z",
+        ),
+        ({"amount": "42,50"}, "decimal_parsing", 'has a decimal comma: use a point: "42.50"'),
+        ({"amount": "1.234,50"}, "decimal_parsing", 'use a point: "1234.50"'),
+        ({"amount": "about 5"}, "decimal_parsing", 'with a point, e.g. "42.50"'),
+        (
+            {"amount": "-5"},
+            "greater_than_equal",
+            'send a refund as its own event with a positive amount and "kind": "refund"',
+        ),
+    ],
+    ids=["no-offset", "decimal-comma", "thousands-and-comma", "not-a-number", "negative"],
+)
+@pytest.mark.usefixtures("nothing_stored")
+async def test_the_commonest_mistakes_say_how_to_fix_them(
+    client: httpx.AsyncClient, keys: Keys, overrides: dict[str, Any], code: str, says: str
+) -> None:
+    single = await client.post("/v1/purchases", json=event(**overrides), headers=keys.ingest)
+    (error,) = assert_problem(single, 422, "validation_error")["errors"]
+    assert error["code"] == code
+    assert says in error["message"]
+    batch = await client.post(
+        "/v1/purchases/batch", json={"events": [event(**overrides)]}, headers=keys.ingest
+    )
+    assert batch.status_code == 200, batch.text
+    (result,) = batch.json()["results"]
+    pointer = "/events/0" + error["pointer"]
+    assert [(e["code"], e["pointer"]) for e in result["errors"]] == [(code, pointer)]
+    assert says in result["errors"][0]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -16,7 +17,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 from pydantic_extra_types.currency_code import ISO4217
 
 from app.kit.params import Identifier, IsoAwareDatetime, NoNul
@@ -68,6 +69,33 @@ Amount = Annotated[
     Decimal,
     Field(ge=0, max_digits=16, decimal_places=4, allow_inf_nan=False),
 ]
+
+
+_DECIMAL_COMMA = re.compile(r"\s*-?\d+(?:[.\s]\d{3})*,\d+\s*")
+
+
+def explain(error: ErrorDetails) -> str:
+    """An event's validation error, saying how to fix the mistakes integrators make most:
+    a local time without its offset, a decimal comma, a refund sent as a negative amount.
+    The error's type (its `code`) stays pydantic's."""
+    field = error["loc"][-1] if error["loc"] else None
+    kind, given = error["type"], error.get("input")
+    if field == "occurred_at" and kind == "timezone_aware":
+        return (
+            "has no UTC offset: add one such as +01:00 or Z "
+            "(e.g. 2026-11-20T18:05:00+01:00, or 2026-11-20T17:05:00Z)"
+        )
+    if field == "amount" and kind == "decimal_parsing" and isinstance(given, str):
+        if _DECIMAL_COMMA.fullmatch(given):
+            point = given.strip().replace(" ", "").replace(".", "").replace(",", ".")
+            return f'"{given}" has a decimal comma: use a point: "{point}"'
+        return f'{error["msg"]}: send a decimal string with a point, e.g. "42.50"'
+    if field == "amount" and kind == "greater_than_equal" and len(error["loc"]) == 1:
+        return (
+            "must be 0 or more: send a refund as its own event with a positive amount and "
+            '"kind": "refund" (and "refunds_event_id": the event_id of the purchase it reverses)'
+        )
+    return error["msg"]
 
 
 class EventKind(StrEnum):

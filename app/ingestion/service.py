@@ -20,7 +20,13 @@ from sqlalchemy import Connection
 
 from app.ingestion import repository
 from app.ingestion.repository import EventRow
-from app.ingestion.schemas import DEFAULT_LIMITS, EventLimits, ItemStatus, PurchaseEventIn
+from app.ingestion.schemas import (
+    DEFAULT_LIMITS,
+    EventLimits,
+    ItemStatus,
+    PurchaseEventIn,
+    explain,
+)
 from app.kit.db import Money
 from app.kit.errors import json_pointer
 
@@ -67,7 +73,7 @@ class BatchEnvelopeError(Exception):
 
 def validation_errors(error: ValidationError, pointer: str = "") -> list[dict[str, str]]:
     return [
-        {"pointer": pointer + json_pointer(*e["loc"]), "code": e["type"], "message": e["msg"]}
+        {"pointer": pointer + json_pointer(*e["loc"]), "code": e["type"], "message": explain(e)}
         for e in error.errors(include_url=False)
     ]
 
