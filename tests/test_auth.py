@@ -27,6 +27,8 @@ PROTECTED = [
     ("GET", "/v1/cases", "read", {}),
     ("GET", "/v1/alerts/999999", "read", {}),
     ("POST", "/v1/alerts/999999/acknowledge", "read", {"json": {}}),
+    ("POST", "/v1/alerts/999999/assign", "read", {"json": {"to": "jon"}}),
+    ("POST", "/v1/alerts/999999/notes", "read", {"json": {"text": "called"}}),
     ("POST", "/v1/alerts/999999/snooze", "read", {"json": {"until": "2099-01-01T00:00:00Z"}}),
     ("POST", "/v1/alerts/999999/resolve", "read", {"json": {"outcome": "not_a_defection"}}),
     ("GET", "/v1/reports/defection-rate", "read", {}),

@@ -35,7 +35,7 @@ from app.customers.endpoints import read_customer
 from app.customers.state import week_index, week_start
 from app.kit.auth import Principal, Scope, authorize
 from app.kit.db import TransactionRunner
-from app.kit.errors import RadarError
+from app.kit.errors import Forbidden, RadarError
 from app.kit.params import IDENTIFIER_PATTERN
 from app.kit.settings import Settings
 from app.policy import service as policies
@@ -131,7 +131,7 @@ def _same_origin(request: Request) -> None:
     if (site is not None and site not in ("same-origin", "none")) or (
         origin is not None and origin != here
     ):
-        raise RadarError("This change must come from the service's own page.")
+        raise Forbidden("This change must come from the service's own page.")
 
 
 def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

@@ -234,8 +234,18 @@ document.addEventListener("DOMContentLoaded", () => {
   }
 });
 
+// A message fades after a few seconds (not one that still offers an undo).
+let toastTimer = null;
+function fadeToast() {
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    if (!pending) document.getElementById("toast").replaceChildren();
+  }, 6000);
+}
+
 // After a swap of the list: the resolve forms start empty and disabled.
-document.addEventListener("htmx:afterSwap", () => {
+document.addEventListener("htmx:afterSwap", (event) => {
+  if (event.detail.target.id === "toast") fadeToast();
   for (const form of document.querySelectorAll("form[data-resolve]")) resolveState(form);
   const live = document.getElementById("live");
   if (live && !busy()) live.hidden = true;
