@@ -446,6 +446,17 @@ def test_the_customer_view_charts_visits_and_spend_with_axes(tmp_path: Path, bro
         assert "Moved to the coast?" in page
         assert "Ola" in page  # the note, and who wrote it
         assert "bakery" in page
+        # The case is worked from the customer's page too, and the page follows the change.
+        assert "To call: stopped coming" in page
+        browser.find_element(By.CSS_SELECTOR, "#customer-body button[hx-post$=acknowledge]").click()
+        wait.until(lambda d: "acknowledged" in d.find_element(By.ID, "toast").text)
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "button[hx-post$=acknowledge]"))
+        wait.until(
+            lambda d: d.execute_script(
+                "return !!Chart.getChart(document.getElementById('weekly-chart'))"
+            )
+        )
+        assert "acknowledged" in browser.find_element(By.CSS_SELECTOR, ".case-panel").text
         assert "wine" in page
         assert console_errors(browser) == []
         shoot(browser, "customer")

@@ -488,12 +488,16 @@ async def customer(request: Request, customer_id: str) -> Response:
     extras = await _transactions(request).read(
         lambda connection: views.customer_extras(connection, customer_id)
     )
+    settings: Settings = request.app.state.settings
     return _render(
         request,
         "customer.html",
         customer=found,
         extras=extras,
         chart=_weekly_chart(found.pattern.weekly, today),
+        reasons=settings.alert_reasons,
+        outcomes=OUTCOMES,
+        channels=CHANNELS,
     )
 
 

@@ -246,6 +246,9 @@ function fadeToast() {
 // After a swap of the list: the resolve forms start empty and disabled.
 document.addEventListener("htmx:afterSwap", (event) => {
   if (event.detail.target.id === "toast") fadeToast();
+  for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
+    if (window.Chart && !Chart.getChart(canvas)) drawChart(canvas);  // a view swapped in after a change
+  }
   for (const form of document.querySelectorAll("form[data-resolve]")) resolveState(form);
   const live = document.getElementById("live");
   if (live && !busy()) live.hidden = true;
