@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
 from app.kit.auth import Scope
 from app.kit.settings import Settings
@@ -145,11 +146,18 @@ async def test_reasons_and_response_times(
         "rows"
     ]
     assert [
-        (r["reason"], r["store_id"], r["outcome"], r["alerts"], Decimal(r["value_lost"]))
+        (
+            r["reason"],
+            r["store_id"],
+            r["outcome"],
+            r["alerts"],
+            r["customers"],
+            Decimal(r["value_lost"]),
+        )
         for r in reasons
     ] == [
-        ("competitor_offer", "north", "lost", 1, Decimal(alerts["B"]["value_at_risk"])),
-        ("price", "north", "won_back", 1, Decimal(0)),
+        ("competitor_offer", "north", "lost", 1, 1, Decimal(alerts["B"]["value_at_risk"])),
+        ("price", "north", "won_back", 1, 1, Decimal(0)),
     ]
     south = (
         await client.get(
@@ -333,3 +341,46 @@ async def test_open_alerts_at_formula_stores_are_quoted_in_the_value_at_risk_csv
     rows = await csv_report(client, keys.read, "value-at-risk")
     assert sorted(row["store_id"] for row in rows) == sorted(f"'{n}" for n in FORMULA_IDS)
     assert all(a_number(row["value_at_risk"]) and a_number(row["alerts"]) for row in rows)
+
+
+async def test_a_customer_lost_with_two_alerts_is_counted_and_valued_once(
+    app: FastAPI, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """X stopped coming (worth 100) and spent less (40) before; both alerts were resolved as
+    lost for price on one call. Y (30) too, on one alert. Price lost two customers worth
+    130, not three alerts worth 170."""
+    from app.alerts.repository import insert_alerts
+
+    resolved = datetime(2026, 5, 10, 12, tzinfo=UTC)
+
+    def alert(customer: str, rule: str, value: str) -> dict[str, Any]:
+        return {
+            "customer_id": customer,
+            "rule": rule,
+            "status": "resolved",
+            "severity": "low",
+            "score": 1.0,
+            "value_at_risk": Decimal(value),
+            "store_id": "north",
+            "evidence": {},
+            "policy_version": 0,
+            "opened_at": resolved - timedelta(days=3),
+            "updated_at": resolved,
+            "resolved_at": resolved,
+            "resolution": "lost",
+            "resolved_by": "ola",
+            "reason": "price",
+        }
+
+    rows = [
+        alert("X", "inactivity", "100"),
+        alert("X", "spend_drop", "40"),
+        alert("Y", "inactivity", "30"),
+    ]
+    await app.state.transactions.run(lambda connection: insert_alerts(connection, rows))
+    span = {"from": "2026-05-01", "to": "2026-06-01"}
+    body = (await client.get("/v1/reports/reasons", params=span, headers=keys.read)).json()
+    assert [
+        (r["reason"], r["outcome"], r["alerts"], r["customers"], Decimal(r["value_lost"]))
+        for r in body["rows"]
+    ] == [("price", "lost", 3, 2, Decimal(130))]

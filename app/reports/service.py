@@ -197,15 +197,23 @@ class ReasonRow:
     outcome: str
     alerts: int
     value_lost: Decimal
+    customers: int = 0  # distinct: a call that resolves two of a customer's alerts is one
 
 
 def reasons(
     connection: Connection, start: date, end: date, store_id: str | None
 ) -> list[ReasonRow]:
-    """Alerts people resolved with a reason in [start, end), by reason, store and outcome;
-    value lost sums the value at risk of those resolved as lost."""
+    """Alerts people resolved with a reason in [start, end), by reason, store and outcome,
+    and the distinct customers among them; value lost sums, over the customers resolved as
+    lost, the largest value at risk of their alerts (a customer with two alerts, say they
+    stopped coming and their spend fell, is lost once: the whole of what they were worth,
+    not both reasons' shares added)."""
     query = select(
-        _alerts.c.reason, _alerts.c.store_id, _alerts.c.resolution, _alerts.c.value_at_risk
+        _alerts.c.reason,
+        _alerts.c.store_id,
+        _alerts.c.resolution,
+        _alerts.c.value_at_risk,
+        _alerts.c.customer_id,
     ).where(
         _alerts.c.reason.is_not(None),
         _alerts.c.resolved_at >= _instant(start),
@@ -214,18 +222,19 @@ def reasons(
     if store_id is not None:
         query = query.where(_alerts.c.store_id == store_id)
     counts: Counter[tuple[str, str | None, str]] = Counter()
-    lost: dict[tuple[str, str | None, str], Decimal] = defaultdict(Decimal)
-    for reason, store, outcome, value in connection.execute(query):
+    worth: dict[tuple[str, str | None, str], dict[str, Decimal]] = defaultdict(dict)
+    for reason, store, outcome, value, customer in connection.execute(query):
         key = (reason, store, outcome)
         counts[key] += 1
-        if outcome == "lost":
-            lost[key] += value
-    return [
-        ReasonRow(reason, store, outcome, count, lost[(reason, store, outcome)])
-        for (reason, store, outcome), count in sorted(
-            counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or "", item[0][2])
-        )
-    ]
+        worth[key][customer] = max(value, worth[key].get(customer, value))
+    rows = []
+    for key, count in sorted(
+        counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or "", item[0][2])
+    ):
+        reason, store, outcome = key
+        lost = sum(worth[key].values(), Decimal(0)) if outcome == "lost" else Decimal(0)
+        rows.append(ReasonRow(reason, store, outcome, count, lost, len(worth[key])))
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

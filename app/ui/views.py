@@ -250,10 +250,10 @@ def _reasons(rows: list[ReasonRow]) -> tuple[list[tuple[str, int, Decimal]], lis
     won: dict[str, int] = defaultdict(int)
     for row in rows:
         if row.outcome == "lost":
-            lost_count[row.reason] += row.alerts
+            lost_count[row.reason] += row.customers
             lost_value[row.reason] += row.value_lost
         elif row.outcome == "won_back":
-            won[row.reason] += row.alerts
+            won[row.reason] += row.customers
     lost = sorted(
         ((reason, lost_count[reason], lost_value[reason]) for reason in lost_count),
         key=lambda item: (-item[2], -item[1], item[0]),
