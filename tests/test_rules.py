@@ -281,7 +281,7 @@ def test_a_lapsed_category_risks_its_share_and_names_it() -> None:
     (lapsed,) = verdict.evidence["lapsed"]
     assert lapsed["category"] == "wine"
     assert verdict.stake == pytest.approx(30 / 70)  # wine's share of the purchases
-    assert lapsed["summary"].startswith("bought wine on 30 of")
+    assert lapsed["summary"].startswith("bought wine 30 times in")
 
 
 def test_the_latest_visit_days_are_kept_whatever_the_order() -> None:

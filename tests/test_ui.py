@@ -230,8 +230,10 @@ def test_the_call_list_shows_who_why_and_what_at_stake_pages_and_follows_the_fee
         last_visit = date.today() - timedelta(weeks=19)
         assert f"{last_visit}" in facts
         assert "usually every 7 days" in facts
-        top.find_element(By.CSS_SELECTOR, ".ask summary").click()
+        # On a wide screen the questions are open beside the evidence.
+        assert top.find_element(By.CSS_SELECTOR, ".ask").get_attribute("open") is not None
         assert top.find_element(By.CSS_SELECTOR, ".ask ol").text == questions["inactivity"][0]
+        assert "OVERDUE SINCE" in facts  # dt is shown in capitals
         assert console_errors(browser) == []
         shoot(browser, "call-list")
 
@@ -289,6 +291,7 @@ def test_a_case_is_resolved_only_with_an_outcome_and_a_reason_confirmed_and_undo
         wait.until(lambda d: case("card-a").find_elements(By.CSS_SELECTOR, ".status.acknowledged"))
         alert = client.get(f"/v1/alerts/{alert_a['id']}").json()["alert"]
         assert (alert["status"], alert["acknowledged_by"]) == ("acknowledged", "Ola")
+        assert alert["assigned_to"] == "Ola"  # "I'm calling": nobody else calls them too
 
         browser.get(f"{url}/ui/")  # a list that no refresh replaces under the test's hands
         case("card-a").find_element(By.CSS_SELECTOR, ".work-it summary").click()
@@ -549,7 +552,7 @@ def test_the_managers_view_shows_the_apis_numbers(tmp_path: Path, browser: Any) 
         )
         assert chart["labels"][-1].endswith("(so far)")
         assert len(chart["labels"]) == 13
-        assert chart["y"] == "Defected / loyal at start (%)"
+        assert chart["y"] == "Defected (%)"
         assert all(tick.endswith("%") for tick in chart["ticks"])
         assert console_errors(browser) == []
         shoot(browser, "manager")

@@ -261,8 +261,8 @@ def case_list(
     ):
         if values:
             conditions.append(c[name].in_(values))
-    if filters.assigned_to is not None:
-        conditions.append(c.assigned_to == filters.assigned_to)
+    if filters.assigned_to is not None:  # as people type names: in any case
+        conditions.append(func.lower(c.assigned_to) == filters.assigned_to.lower())
     if filters.customer_prefix:
         escaped = (
             filters.customer_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -340,3 +340,9 @@ def unresolved_for(connection: Connection, customer_id: str) -> list[AlertRow]:
         .order_by(c.value_at_risk.desc(), c.id)
     )
     return [to_alert(row) for row in connection.execute(query)]
+
+
+def has_alerts(connection: Connection, customer_id: str) -> bool:
+    """Whether the customer ever had an alert."""
+    query = select(_alerts.c.id).where(_alerts.c.customer_id == customer_id).limit(1)
+    return connection.execute(query).first() is not None

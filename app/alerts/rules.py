@@ -494,8 +494,10 @@ def _category_lapse(
         lapsed.append(
             {
                 "category": category,
-                "summary": f"bought {category} on {purchases} of {trials} visits; none in "
-                f"the last {run} visits ({silent} days)",
+                # Purchases, not visit days: two tickets on one day count twice, so the
+                # count can pass the visits; the words say what is counted.
+                "summary": f"bought {category} {purchases} times in {trials} visits; none "
+                f"in the last {run} visits ({silent} days)",
                 "purchases": purchases,
                 "visits": trials,
                 "last_bought_on": last.isoformat(),

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
         ],
         min_length=1,
     )
+    # Where a caller finds the customer's phone and email: the business's CRM page for a
+    # card, "{customer_id}" standing for the id (this service keeps no contact details).
+    crm_customer_url: str | None = Field(default=None, max_length=500)
     # The scope that may acknowledge, snooze and resolve alerts.
     alert_workflow_scope: Literal["read", "manage"] = "read"
     # An acknowledged alert nobody resolves within this is announced again (alert.escalated);
@@ -192,6 +195,18 @@ class Settings(BaseSettings):
     @classmethod
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("crm_customer_url")
+    @classmethod
+    def _crm_link(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("https://", "http://")) or "{customer_id}" not in value:
+            raise ValueError(
+                "must be an http(s) address with {customer_id} where the card's id goes, "
+                "e.g. https://crm.example.com/cards/{customer_id}"
+            )
+        return value
 
     @field_validator("rate_limit_ingest", "rate_limit_read")
     @classmethod

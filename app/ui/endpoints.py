@@ -19,7 +19,7 @@ from datetime import time as day_time
 from decimal import Decimal
 from importlib.resources import files
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -36,7 +36,7 @@ from app.customers.state import week_index, week_start
 from app.kit.auth import Principal, Scope, authorize
 from app.kit.db import TransactionRunner
 from app.kit.errors import Forbidden, RadarError
-from app.kit.params import IDENTIFIER_PATTERN
+from app.kit.params import IDENTIFIER_PATTERN, LATEST_TIME
 from app.kit.settings import Settings
 from app.policy import service as policies
 from app.policy.schemas import RULES
@@ -139,18 +139,33 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
     html = templates.get_template(name).render(
         request=request,
         currency=str(settings.currency),
-        name=request.cookies.get(NAME_COOKIE, ""),
-        my_store=request.cookies.get(STORE_COOKIE, ""),
+        name=_person(request.cookies.get(NAME_COOKIE)) or "",
+        my_store=_store(request.cookies.get(STORE_COOKIE)),
         rule_names=views.RULE_NAMES,
         event_names=views.EVENT_NAMES,
         money=_money,
         ago=_ago,
         add_days=lambda day, days: day + timedelta(days=round(days)),
+        hours=_hours,
+        crm_link=lambda customer_id: _crm_link(settings.crm_customer_url, customer_id),
         today=_today(request),
         **context,
     )
     headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, **SECURITY_HEADERS}
     return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def _crm_link(template: str | None, customer_id: str) -> str | None:
+    if template is None:
+        return None
+    return template.replace("{customer_id}", quote(customer_id, safe=""))
+
+
+def _hours(value: float | None) -> str:
+    """A duration people read at a glance: hours under two days, days beyond."""
+    if value is None:
+        return "\u2013"
+    return f"{value:.1f} h" if value < 48 else f"{value / 24:.1f} days"
 
 
 def _money(amount: Decimal | float | None, currency: str) -> str:
@@ -193,8 +208,13 @@ async def root() -> RedirectResponse:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only back into this page (never an open redirect to another site)."""
+    """Only back into this page (never an open redirect, nor a dot-segment out of it)."""
     if not target or not target.startswith("/ui/") or target.startswith("/ui//"):
+        return "/ui/"
+    path = unquote(target.split("?", 1)[0])
+    if "\\" in path or any(part in (".", "..") for part in path.split("/")):
+        return "/ui/"
+    if not _NAME_CHARACTERS.match(target):
         return "/ui/"
     return target
 
@@ -218,6 +238,15 @@ async def login(
 ) -> Response:
     _same_origin(request)
     key, person, store = key.strip(), person.strip(), store.strip()
+    problem = None
+    if person and not _NAME_CHARACTERS.match(person):
+        problem = "Your name: control characters are not allowed."
+    elif store and not _is_id(store):
+        problem = "Your store: an id as the tills send it (no control characters)."
+    if problem:
+        return _render(
+            request, "login.html", status_code=422, next=_safe_next(next_), error=problem
+        )
     try:
         principal = await authorize(request, key, Scope.READ)
     except RadarError as exc:
@@ -234,9 +263,10 @@ async def login(
     response = RedirectResponse(_safe_next(next_), status_code=303)
     secure = request.url.scheme == "https"
     cookie = {"httponly": True, "samesite": "strict", "secure": secure, "path": "/"}
+    # Percent-encoded: a cookie holds Latin-1 only, and names are not (Łukasz, 李雷).
     response.set_cookie(KEY_COOKIE, key, **cookie)  # type: ignore[arg-type]
-    response.set_cookie(NAME_COOKIE, person[:100] or principal.name, **cookie)  # type: ignore[arg-type]
-    response.set_cookie(STORE_COOKIE, store[:128], **cookie)  # type: ignore[arg-type]
+    response.set_cookie(NAME_COOKIE, quote(person or principal.name), **cookie)  # type: ignore[arg-type]
+    response.set_cookie(STORE_COOKIE, quote(store), **cookie)  # type: ignore[arg-type]
     return response
 
 
@@ -269,21 +299,25 @@ async def call_list(
     status: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006
     assignee: Annotated[str, Query(max_length=100)] = "",
     q: Annotated[str, Query(max_length=128)] = "",
-    sort: Annotated[str, Query(max_length=10)] = "value",
+    sort: Annotated[str, Query(max_length=32)] = "value",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
-    mine: Annotated[str, Query(max_length=5)] = "",
+    mine: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
+    """Filter values the page does not offer are ignored (a hand-edited address still
+    shows a list), except `page`, which must be a page number."""
     await signed_in(request)
-    my_store = request.cookies.get(STORE_COOKIE, "")
+    my_store = _store(request.cookies.get(STORE_COOKIE))
     stores = [s for s in store if s and _is_id(s)]
+    mine = "1" if mine.lower() in ("1", "true", "on", "yes") else ""
     if mine and my_store:
         stores = [my_store]
+    assignee = assignee.strip() if _NAME_CHARACTERS.match(assignee) else ""
     filters = CaseFilter(
         status=[s for s in status if s in STATUSES] or ["open", "acknowledged"],
         rule=[r for r in rule if r in RULES],
         severity=[s for s in severity if s in SEVERITIES],
         store_id=stores,
-        assigned_to=assignee.strip() or None,
+        assigned_to=assignee or None,
         customer_prefix=q.strip() if _is_id(q.strip()) else None,
     )
     case_sort: CaseSort = (
@@ -362,12 +396,39 @@ async def changes(
 # ---- working a case ----------------------------------------------------------------------
 
 
-def _form_text(form: Any, name: str, limit: int) -> str | None:
+_NAME_CHARACTERS = re.compile(r"^[^\x00-\x1f\x7f]*$")  # a name or id: no control character
+_TEXT_CHARACTERS = re.compile(r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")  # text: lines, tabs
+
+
+def _form_text(form: Any, name: str, limit: int, *, lines: bool = False) -> str | None:
+    """A form field, stripped; None when empty. Too long or with a control character is
+    refused with the field's name (as the API does), never cut or cleaned silently."""
     value = form.get(name)
-    if not isinstance(value, str):
+    if value is None:
         return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be text, not a file.")
     value = value.strip()
-    return value[:limit] if value else None
+    if len(value) > limit:
+        raise ValueError(f"{name}: at most {limit} characters ({len(value)} given).")
+    if not (_TEXT_CHARACTERS if lines else _NAME_CHARACTERS).match(value):
+        raise ValueError(f"{name}: control characters are not allowed.")
+    return value or None
+
+
+def _person(value: str | None) -> str | None:
+    """A name as a cookie may bring it back: bounded and printable, or not at all."""
+    if not value:
+        return None
+    value = unquote(value).strip()
+    if not 0 < len(value) <= 100 or not _NAME_CHARACTERS.match(value):
+        return None
+    return value
+
+
+def _store(value: str | None) -> str:
+    value = unquote(value or "").strip()
+    return value if _is_id(value) else ""
 
 
 @router.post("/ui/cases/{customer_id:path}/{action}")
@@ -377,41 +438,51 @@ async def work_case(request: Request, customer_id: str, action: str) -> Response
     settings: Settings = request.app.state.settings
     _same_origin(request)
     principal = await signed_in(request, Scope(settings.alert_workflow_scope))
+    if not _is_id(customer_id):
+        return _toast(request, "No such customer.", error=True, status_code=404)
     form = await request.form()
-    actor = request.cookies.get(NAME_COOKIE) or principal.name
+    actor = _person(request.cookies.get(NAME_COOKIE)) or principal.name
+    escalate_after = settings.alert_escalate_after
     now: datetime = request.app.state.clock()
     try:
         change = _change(action, form, actor)
     except ValueError as exc:
         return _toast(request, str(exc), error=True, status_code=422)
 
-    def apply(connection: Connection) -> list[AlertRow]:
+    def apply(connection: Connection) -> list[AlertRow] | None:
+        if not queries.has_alerts(connection, customer_id):
+            return None
         open_alerts = [
             alert
             for alert in queries.unresolved_for(connection, customer_id)
             if not (action == "acknowledge" and alert.status == "acknowledged")
         ]
         targets = open_alerts[:1] if action == "note" else open_alerts
-        return [
-            workflow.apply(
-                connection,
-                alert.id,
-                change,
-                now,
-                settings.alert_reasons,
-                settings.alert_escalate_after,
+        changed = []
+        for alert in targets:
+            row = workflow.apply(
+                connection, alert.id, change, now, settings.alert_reasons, escalate_after
             )
-            for alert in targets
-        ]
+            if action == "acknowledge" and row.assigned_to is None:
+                # "I'm calling": the case is theirs, so that nobody else calls too.
+                mine = workflow.Change("assign", actor, to=actor)
+                row = workflow.apply(
+                    connection, alert.id, mine, now, settings.alert_reasons, escalate_after
+                )
+            changed.append(row)
+        return changed
 
     try:
         changed = await _transactions(request).run(apply)
     except RadarError as exc:
         return _toast(request, exc.detail or exc.title, error=True, status_code=exc.status)
+    if changed is None:
+        return _toast(request, f"{customer_id} has no alert.", error=True, status_code=404)
     if not changed:
-        return _toast(request, f"{customer_id} has nothing left to {action}.", error=True)
+        message = f"{customer_id} has nothing left to {action}: it was done already."
+        return _toast(request, message, error=True, status_code=409)
     done = {
-        "acknowledge": "acknowledged",
+        "acknowledge": f"acknowledged; yours to call, {actor}",
         "assign": f"assigned to {change.to}" if change.to else "unassigned",
         "snooze": f"snoozed until {change.until:%Y-%m-%d}" if change.until else "snoozed",
         "note": "note added",
@@ -428,16 +499,21 @@ def _change(action: str, form: Any, actor: str) -> workflow.Change:
         return workflow.Change("assign", actor, to=to)
     if action == "snooze":
         until = _form_text(form, "until", 10)
+        if until is None or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", until):
+            raise ValueError("until: choose the day the case comes back (YYYY-MM-DD).")
         try:
-            day = date.fromisoformat(until or "")
+            day = date.fromisoformat(until)
         except ValueError:
-            raise ValueError("Choose the day the case comes back (until).") from None
-        return workflow.Change("snooze", actor, until=datetime.combine(day, day_time(), UTC))
+            raise ValueError(f"until: {until} is not a day of the calendar.") from None
+        moment = datetime.combine(day, day_time(), UTC)
+        if moment >= LATEST_TIME:
+            raise ValueError(f"until: at most {LATEST_TIME:%Y-%m-%d}.")
+        return workflow.Change("snooze", actor, until=moment)
     if action == "note":
-        note = _form_text(form, "note", 2000)
+        note = _form_text(form, "note", 2000, lines=True)
         if note is None:
-            raise ValueError("Write the note first.")
-        return workflow.Change("note", actor, note=note.replace("\x00", ""))
+            raise ValueError("note: write the note first.")
+        return workflow.Change("note", actor, note=note)
     if action == "resolve":
         outcome = _form_text(form, "outcome", 32)
         if outcome not in OUTCOMES:
@@ -446,15 +522,12 @@ def _change(action: str, form: Any, actor: str) -> workflow.Change:
         if outcome in workflow.NEEDS_REASON and reason is None:
             raise ValueError("Choose the reason the customer gave.")
         channel = _form_text(form, "channel", 32)
-        note = _form_text(form, "note", 2000)
+        if channel is not None and channel not in CHANNELS:
+            raise ValueError(f"channel: one of {', '.join(CHANNELS)}.")
+        note = _form_text(form, "note", 2000, lines=True)
         checked: Outcome = outcome  # type: ignore[assignment]
         return workflow.Change(
-            "resolve",
-            actor,
-            outcome=checked,
-            reason=reason,
-            note=None if note is None else note.replace("\x00", ""),
-            channel=channel if channel in CHANNELS else None,
+            "resolve", actor, outcome=checked, reason=reason, note=note, channel=channel
         )
     raise ValueError(f"Unknown action {action!r}.")
 
@@ -509,7 +582,7 @@ def _weekly_chart(weeks: list[Any], today: date) -> dict[str, Any]:
     for index in range(last - 52, last + 1):
         start = week_start(index)
         tally = tallies.get(start)
-        labels.append(f"{start:%d %b}")
+        labels.append(f"{start:%d %b %y}")
         visits.append(tally.visits if tally else 0)
         spend.append(float(tally.net_amount) if tally else 0.0)
     return {"labels": labels, "visits": visits, "spend": spend}

@@ -16,7 +16,9 @@ function resolveState(form) {
   if (reason.disabled) reason.value = "";
   const ready = outcome !== "" && (!takesReason || reason.value !== "");
   form.querySelector("button[type=submit]").disabled = !ready;
-  form.querySelector(".need").hidden = ready;
+  const need = form.querySelector(".need");
+  need.hidden = ready;
+  need.textContent = outcome === "" ? "Choose the outcome first." : "Choose the reason they gave.";
   return ready;
 }
 
@@ -151,7 +153,7 @@ function drawChart(canvas) {
           {type: "bar", label: "Visits", data: data.visits, yAxisID: "visits",
            backgroundColor: "#3b6fb6"},
           {type: "line", label: `Net spend (${currency})`, data: data.spend, yAxisID: "spend",
-           borderColor: "#c2571a", backgroundColor: "#c2571a", pointRadius: 0, tension: 0.2},
+           borderColor: "#c2571a", backgroundColor: "#c2571a", pointRadius: 2, tension: 0},
         ],
       },
       options: {
@@ -179,7 +181,7 @@ function drawChart(canvas) {
       options: {
         scales: {
           x: {title: {display: true, text: "Month"}},
-          y: {beginAtZero: true, title: {display: true, text: "Defected / loyal at start (%)"},
+          y: {beginAtZero: true, title: {display: true, text: "Defected (%)"},
               ticks: {callback: (value) => `${value}%`}},
         },
         plugins: {legend: {display: false}},
@@ -195,7 +197,7 @@ function drawChart(canvas) {
         indexAxis: "y",
         scales: {
           x: {beginAtZero: true, title: {display: true, text: `Value lost (${currency})`},
-              ticks: {callback: money(currency)}},
+              ticks: {callback: money(currency), maxTicksLimit: 5}},
           y: {title: {display: false}},
         },
         plugins: {legend: {display: false}},
@@ -218,11 +220,22 @@ document.addEventListener("keydown", (event) => {
     if (search) { event.preventDefault(); search.focus(); }
   } else if (event.key === "Escape") {
     const open = document.activeElement && document.activeElement.closest("details[open]");
-    if (open) { open.open = false; open.querySelector("summary").focus(); }
+    if (open) {
+      for (const confirm of open.querySelectorAll(".confirm")) confirm.hidden = true;
+      open.open = false;
+      open.querySelector("summary").focus();
+    }
   }
 });
 
+// On a wide screen the questions are shown open: there is room beside the evidence.
+function openQuestions() {
+  if (window.innerWidth < 900) return;
+  for (const ask of document.querySelectorAll("#cases details.ask")) ask.open = true;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  openQuestions();
   for (const canvas of document.querySelectorAll("canvas[data-chart]")) drawChart(canvas);
   const live = document.getElementById("live");
   if (live) {
@@ -243,13 +256,37 @@ function fadeToast() {
   }, 6000);
 }
 
+// A refreshed list keeps the reader where they were: the scroll, and the focus on the same
+// case's same control.
+let kept = null;
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.target.id !== "cases") return;
+  const active = document.activeElement;
+  const item = active && active.closest("li.case");
+  kept = {
+    y: window.scrollY,
+    customer: item ? item.dataset.customer : null,
+    control: item ? [...item.querySelectorAll("a, button, summary, input, select, textarea")].indexOf(active) : -1,
+  };
+});
+
 // After a swap of the list: the resolve forms start empty and disabled.
 document.addEventListener("htmx:afterSwap", (event) => {
   if (event.detail.target.id === "toast") fadeToast();
+  openQuestions();
   for (const canvas of document.querySelectorAll("canvas[data-chart]")) {
     if (window.Chart && !Chart.getChart(canvas)) drawChart(canvas);  // a view swapped in after a change
   }
   for (const form of document.querySelectorAll("form[data-resolve]")) resolveState(form);
   const live = document.getElementById("live");
   if (live && !busy()) live.hidden = true;
+  if (event.detail.target.id === "cases" && kept) {
+    window.scrollTo(0, kept.y);
+    const item = kept.customer &&
+      [...document.querySelectorAll("li.case")].find((li) => li.dataset.customer === kept.customer);
+    const controls = item ? item.querySelectorAll("a, button, summary, input, select, textarea") : [];
+    const target = controls[kept.control] || (item && item.querySelector("a.customer"));
+    if (target) target.focus({preventScroll: true});
+    kept = null;
+  }
 });
