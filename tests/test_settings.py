@@ -95,3 +95,12 @@ def test_bad_webhook_settings_stop_the_start(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_the_crm_link_needs_an_address_with_the_customer_id() -> None:
+    link = "https://crm.example.com/cards/{customer_id}"
+    assert Settings(crm_customer_url=link).crm_customer_url == link
+    assert Settings(crm_customer_url="").crm_customer_url is None
+    for bad in ("https://crm.example.com/cards/", "javascript:alert(1)//{customer_id}"):
+        with pytest.raises(ValidationError, match="customer_id"):
+            Settings(crm_customer_url=bad)

@@ -188,7 +188,8 @@ def test_the_call_list_shows_who_why_and_what_at_stake_pages_and_follows_the_fee
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    with serving(tmp_path) as (url, key), api(url, key) as client:
+    crm = "http://127.0.0.1:9/cards/{customer_id}?from=radar"
+    with serving(tmp_path, crm_customer_url=crm) as (url, key), api(url, key) as client:
         headers = {"Authorization": f"Bearer {key}"}
         amounts = {f"card-{n:02d}": str(10 + n * 7) for n in range(30)}
         lapse(url, headers, amounts)
@@ -224,6 +225,8 @@ def test_the_call_list_shows_who_why_and_what_at_stake_pages_and_follows_the_fee
         ]
         top, head = shown[0], cases[0]
         assert top.find_element(By.CSS_SELECTOR, ".why").text.endswith(head["summary"])
+        link = top.find_element(By.CSS_SELECTOR, "a.crm").get_attribute("href")
+        assert link == f"http://127.0.0.1:9/cards/{head['customer_id']}?from=radar"
         value = top.find_element(By.CSS_SELECTOR, ".facts .money").text
         assert value == f"EUR {Decimal(head['value_at_risk']):,.2f}"
         facts = top.find_element(By.CSS_SELECTOR, ".facts").text
