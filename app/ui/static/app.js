@@ -136,8 +136,9 @@ async function follow(live) {
 
 // ---- charts (Chart.js, vendored) ----------------------------------------------------------
 
+// Axis amounts, short enough for a phone: "EUR 1.5K".
 function money(currency) {
-  return (value) => `${currency} ${Number(value).toLocaleString("en", {maximumFractionDigits: 0})}`;
+  return (value) => `${currency} ${Number(value).toLocaleString("en", {notation: "compact"})}`;
 }
 
 function drawChart(canvas) {
@@ -158,7 +159,8 @@ function drawChart(canvas) {
       },
       options: {
         scales: {
-          x: {title: {display: true, text: "Week starting"}, ticks: {maxTicksLimit: 13}},
+          x: {title: {display: true, text: "Week starting"},
+              ticks: {maxTicksLimit: window.innerWidth < 600 ? 5 : 13, maxRotation: 0}},
           visits: {position: "left", beginAtZero: true, title: {display: true, text: "Visits"},
                    ticks: {precision: 0}},
           spend: {position: "right", beginAtZero: true, grid: {drawOnChartArea: false},
