@@ -5,7 +5,6 @@ stderr and exit 1, and stores nothing."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from app.cli import main
 from app.imports.reader import ReadOptions, read
 from app.kit.settings import get_settings
 from tests.test_cli import _fails_in_one_line
-from tests.test_server import RADAR, _free_port, _wait_until_healthy
+from tests.test_server import RADAR, _free_port, serving
 
 MAPPED = ["--map", "customer_id=card,occurred_at=day,amount=total", "--store", "s-1"]
 HISTORY = "card,day,total\nc-1,2026-01-05,10\nc-1,2026-01-12,12.50\nc-2,2026-01-06,30\n"
@@ -148,28 +147,8 @@ def test_decimal_commas(database: Path, tmp_path: Path) -> None:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`radar serve` on a fresh SQLite file: its URL, and the keys by scope."""
-    env = {**os.environ, "RADAR_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}"}
-    keys = {}
-    for scope in ("ingest", "read"):
-        created = subprocess.run(
-            [RADAR, "keys", "create", "--name", scope, "--scope", scope],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        keys[scope] = created.stdout.strip()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [RADAR, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_until_healthy(url, server)
-        yield url, keys
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serving(tmp_path / "served.db", {"ingest": ["ingest"], "read": ["read"]}) as served:
+        yield served
 
 
 def test_importing_to_a_service_that_refuses_or_is_away(

@@ -88,7 +88,12 @@ def test_keep_running_serves_the_dashboard_until_ctrl_c(tmp_path: Path) -> None:
         while "until Ctrl-C" not in output:
             output += lines.get(timeout=60)
         url, key = _find(r"Dashboard: (http://\S+/ui/)  read key: (rk_\S+)", output).groups()
-        assert httpx.get(url, timeout=5).status_code == 200
+        # The page signs in with the printed key, and shows the call list.
+        with httpx.Client(base_url=url.removesuffix("/ui/"), timeout=5) as page:
+            assert page.get("/ui/").headers["location"].startswith("/ui/login")
+            signed = page.post("/ui/login", data={"key": key}, follow_redirects=True)
+            assert signed.status_code == 200
+            assert "Customers to call" in signed.text
         alerts = httpx.get(
             url.replace("/ui/", "/v1/alerts"), headers={"Authorization": f"Bearer {key}"}
         )

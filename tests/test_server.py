@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,6 +35,45 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     pytest.fail("the server did not become healthy in 20 s")
+
+
+@contextmanager
+def serving(
+    database: Path, keys: dict[str, list[str]], **settings: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """`radar serve` on a SQLite file (RADAR_* settings as keywords), with keys made by
+    `radar keys create` (name: scopes): its URL and the keys by name. Stopped by SIGTERM."""
+    env = {
+        **os.environ,
+        "RADAR_DATABASE_URL": f"sqlite:///{database}",
+        **{f"RADAR_{name.upper()}": value for name, value in settings.items()},
+    }
+    subprocess.run([RADAR, "migrate"], env=env, capture_output=True, check=True)
+    made = {}
+    for name, scopes in keys.items():
+        options = [part for scope in scopes for part in ("--scope", scope)]
+        created = subprocess.run(
+            [RADAR, "keys", "create", "--name", name, *options],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        made[name] = created.stdout.strip()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [RADAR, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until_healthy(url, server)
+        yield url, made
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_serve_ingest_and_shut_down_gracefully(tmp_path: Path) -> None:

@@ -8,8 +8,6 @@ import csv
 import io
 import os
 import shutil
-import signal
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.test_server import RADAR, _free_port, _wait_until_healthy
+from tests.test_server import serving as served
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
@@ -70,34 +68,9 @@ def browser() -> Iterator[Any]:
 def serving(directory: Path, **settings: str) -> Iterator[tuple[str, str]]:
     """`radar serve` on a fresh SQLite file (RADAR_* settings as keywords): its URL and a
     key with the ingest, read and manage scopes, named maria."""
-    env = {
-        **os.environ,
-        "RADAR_DATABASE_URL": f"sqlite:///{directory / 'radar.db'}",
-        **{f"RADAR_{name.upper()}": value for name, value in settings.items()},
-    }
-    subprocess.run([RADAR, "migrate"], env=env, capture_output=True, check=True)
-    scopes = ["--scope", "ingest", "--scope", "read", "--scope", "manage"]
-    created = subprocess.run(
-        [RADAR, "keys", "create", "--name", "maria", *scopes],
-        env=env,
-        capture_output=True,
-        check=True,
-    )
-    key = created.stdout.decode().strip().splitlines()[-1]
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [RADAR, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_until_healthy(url, server)
-        yield url, key
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+    scopes = ["ingest", "read", "manage"]
+    with served(directory / "radar.db", {"maria": scopes}, **settings) as (url, keys):
+        yield url, keys["maria"]
 
 
 def lapse(url: str, headers: dict[str, str], amounts: dict[str, str], store: str = "north") -> None:
@@ -122,7 +95,7 @@ def lapse(url: str, headers: dict[str, str], amounts: dict[str, str], store: str
     assert stored.json()["accepted"] == len(events), stored.text[:500]
     # The scorer folds them (and opens the alerts) moments after the answer: wait for it, as
     # a client reading its own writes would, on `pending_events`.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     for customer in amounts:
         while True:
             view = httpx.get(f"{url}/v1/customers/{customer}", headers=headers, timeout=10)
@@ -216,7 +189,7 @@ def test_the_call_list_shows_who_why_and_what_at_stake_pages_and_follows_the_fee
         assert len(cases) == 30
 
         sign_in(browser, url, key)
-        wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
         count = browser.find_element(By.ID, "count").text
         assert count == "Customers 1\u201325 of 30 · page 1 of 2"
         shown = browser.find_elements(By.CSS_SELECTOR, "li.case")
@@ -283,7 +256,7 @@ def test_a_case_is_resolved_only_with_an_outcome_and_a_reason_confirmed_and_undo
         lapse(url, {"Authorization": f"Bearer {key}"}, {"card-a": "90", "card-b": "40"})
         alert_a = client.get("/v1/alerts", params={"customer_id": "card-a"}).json()["items"][0]
         sign_in(browser, url, key, person="Ola")
-        wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
 
         def case(customer: str) -> Any:
             return browser.find_element(By.CSS_SELECTOR, f"li.case[data-customer='{customer}']")
@@ -419,7 +392,7 @@ def test_the_customer_view_charts_visits_and_spend_with_axes(tmp_path: Path, bro
         customer = client.get("/v1/customers/card-a").json()
         sign_in(browser, url, key)
         browser.find_element(By.CSS_SELECTOR, "li.case .customer").click()
-        wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])
         wait.until(
             lambda d: d.execute_script(
                 "return !!(window.Chart && Chart.getChart(document.getElementById('weekly-chart')))"
@@ -495,7 +468,7 @@ def test_the_managers_view_shows_the_apis_numbers(tmp_path: Path, browser: Any) 
             assert answer.status_code == 200, answer.text
         sign_in(browser, url, key)
         browser.get(f"{url}/ui/manager")
-        WebDriverWait(browser, 20).until(
+        WebDriverWait(browser, 30).until(
             lambda d: d.execute_script(
                 "return !!(window.Chart && Chart.getChart(document.getElementById('rate-chart')))"
             )
@@ -581,7 +554,7 @@ def test_docs_are_served_from_the_service_alone(tmp_path: Path, browser: Any) ->
 
     with serving(tmp_path) as (url, _):
         browser.get(f"{url}/docs")
-        WebDriverWait(browser, 20).until(
+        WebDriverWait(browser, 30).until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 20
         )
         assert "/v1/purchases" in browser.find_element(By.TAG_NAME, "body").text
@@ -620,7 +593,7 @@ def test_reasons_that_are_markup_show_as_text_and_never_run(tmp_path: Path, brow
         reason.select_by_value(HOSTILE_REASONS[0])
         browser.find_element(By.CSS_SELECTOR, "form[data-resolve] button[type=submit]").click()
         browser.find_element(By.CSS_SELECTOR, "[data-confirm]").click()
-        WebDriverWait(browser, 20).until(
+        WebDriverWait(browser, 30).until(
             lambda d: "resolved as lost" in d.find_element(By.ID, "toast").text
         )
         browser.get(f"{url}/ui/manager")
