@@ -168,3 +168,19 @@ async def test_the_call_list_filters_searches_and_works_cases(
     assert changes["latest"] > 0
     none = await client.get("/ui/changes", params={"after": changes["latest"], "wait": 0})
     assert none.json() == {"latest": changes["latest"], "changed": False}
+
+
+async def test_a_change_from_the_same_host_over_https_is_taken(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    """Behind a proxy that ends TLS the service sees http while the browser's Origin says
+    https: the same host is the same page; another host is refused."""
+    await lapse(client, keys, clock)
+    await sign_in(client, keys)
+    host = client.base_url.netloc.decode()
+    same = await client.post("/ui/cases/big/acknowledge", headers={"Origin": f"https://{host}"})
+    assert same.status_code == 200, same.text
+    other = await client.post(
+        "/ui/cases/mid/acknowledge", headers={"Origin": f"https://elsewhere.{host}"}
+    )
+    assert other.status_code == 403

@@ -19,7 +19,7 @@ from datetime import time as day_time
 from decimal import Decimal
 from importlib.resources import files
 from typing import Annotated, Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -127,9 +127,10 @@ def _same_origin(request: Request) -> None:
     browsers say where a request comes from (Sec-Fetch-Site, Origin)."""
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    here = f"{request.url.scheme}://{request.url.netloc}"
+    # By host, not scheme: behind a proxy that ends TLS this service sees http while the
+    # browser says https; a page of another host is what must be refused.
     if (site is not None and site not in ("same-origin", "none")) or (
-        origin is not None and origin != here
+        origin is not None and urlsplit(origin).netloc != request.url.netloc
     ):
         raise Forbidden("This change must come from the service's own page.")
 
