@@ -37,9 +37,13 @@ from app.kit.periodic import PeriodicJobs
 from app.kit.ratelimit import RateLimiter
 from app.kit.settings import Settings, get_settings
 from app.openapi import build_openapi
+from app.outreach.endpoints import router as outreach_router
 from app.pipeline import Scorer
+from app.plans.endpoints import router as plans_router
 from app.policy import service as policies
 from app.policy.endpoints import router as policy_router
+from app.quality import service as quality
+from app.quality.endpoints import router as quality_router
 from app.reports.endpoints import router as reports_router
 from app.scoring import service as scoring
 from app.setaside.endpoints import router as set_aside_router
@@ -84,7 +88,8 @@ def create_app(
         app.state.transactions = transactions
         if settings.policy_file is not None:
             path = settings.policy_file
-            await transactions.run(lambda c: policies.apply_file(c, path, utcnow()))
+            reasons = settings.alert_reasons
+            await transactions.run(lambda c: policies.apply_file(c, path, utcnow(), reasons))
         evaluator = Evaluator(escalate_after=settings.alert_escalate_after)
         app.state.evaluator = evaluator
         metrics: Metrics = app.state.metrics
@@ -128,6 +133,7 @@ def create_app(
                 ),
                 *scoring.periodic_jobs(settings, transactions),
                 *webhooks.periodic_jobs(settings, transactions),
+                *quality.periodic_jobs(settings, transactions, metrics, clock),
             ]
         )
         dispatcher = Dispatcher(
@@ -184,6 +190,9 @@ def create_app(
     app.include_router(alerts_router)
     app.include_router(cases_router)
     app.include_router(reports_router)
+    app.include_router(quality_router)
+    app.include_router(plans_router)
+    app.include_router(outreach_router)
     app.include_router(webhooks_router)
     app.include_router(set_aside_router)
     app.include_router(ui_router)

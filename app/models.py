@@ -251,6 +251,55 @@ class Alert(Base):
     # When nobody resolved an acknowledged alert in time and it was announced again.
     escalated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assigned_to: Mapped[str | None] = mapped_column(String(100))  # who is to call
+    # The outreach experiment (policy `holdout`): "contact" (on the call list) or "control"
+    # (tracked, never called); NULL while the holdout is 0. Every alert of a case shares the
+    # arm of the alert that opened the case, whose id is `case_id`.
+    arm: Mapped[str | None] = mapped_column(String(8))
+    case_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), index=True
+    )
+    # The plan a person's resolution with a reason opened or joined (policy `playbooks`).
+    # No foreign key: plans point at the alert that opened them, and a cycle of keys would
+    # leave the tables without an order to create or drop them in.
+    plan_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class Plan(Base):
+    """What is being done about the reason a customer gave: opened from the policy's playbook
+    when a person resolves an alert with that reason, closed as done or cancelled."""
+
+    __tablename__ = "plans"
+    __table_args__ = (
+        # One open plan per customer and reason: resolving a customer's alerts together (the
+        # page does it) opens one, and a later resolution with the same reason joins it.
+        Index(
+            "uq_plans_customer_reason_open",
+            "customer_id",
+            "reason",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_plans_status_follow_up", "status", "follow_up_on", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(300))
+    owner: Mapped[str] = mapped_column(String(16))  # store, head_office
+    store_id: Mapped[str | None] = mapped_column(String(128))  # the alert's (home) store
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)  # opened it
+    opened_by: Mapped[str] = mapped_column(String(100))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The UTC day it opened: a visit on a later day is the customer coming back.
+    opened_on: Mapped[date] = mapped_column(Date)
+    follow_up_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))  # open, done, cancelled
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(String(2000))
+    policy_version: Mapped[int] = mapped_column(Integer)
 
 
 class AlertEvent(Base):
@@ -261,13 +310,17 @@ class AlertEvent(Base):
     __tablename__ = "alert_events"
 
     seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"), index=True)
-    customer_id: Mapped[str] = mapped_column(String(128))
-    # alert.opened, .updated, .acknowledged, .snoozed, .resolved
+    # NULL (both) for a change that concerns no alert: `model.degraded`.
+    alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alerts.id", ondelete="CASCADE"), index=True
+    )
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    # alert.opened, .updated, .acknowledged, .snoozed, .resolved; model.degraded
     type: Mapped[str] = mapped_column(String(32))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str | None] = mapped_column(String(100))  # NULL: the service itself
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    arm: Mapped[str | None] = mapped_column(String(8))  # the alert's (control: not to call)
 
 
 class AlertFeedState(Base):
@@ -278,6 +331,17 @@ class AlertFeedState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     purged_through: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
+class ModelQualityAlarm(Base):
+    """A matured week on which the defection score was found degraded: the week is the key,
+    so that it is announced (feed event, webhook) once whatever the number of replicas."""
+
+    __tablename__ = "model_quality_alarms"
+
+    week: Mapped[date] = mapped_column(Date, primary_key=True)  # the snapshot Monday
+    announced_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)  # what dropped, as announced
 
 
 class WebhookEndpoint(Base):

@@ -84,6 +84,10 @@ def sqlite_url(directory: Path) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    return settings_for(database_url)
+
+
+def settings_for(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         environment="test",
@@ -94,6 +98,7 @@ def settings(database_url: str) -> Settings:
         # Tests sweep and refit when they choose to (the loops would race their setup).
         sweep_interval=timedelta(0),
         refit_interval=timedelta(0),
+        model_quality_interval=timedelta(0),
         # (Housekeeping at start-up would race the truncation of the tables between tests.)
         housekeeping_interval=timedelta(0),
         # ...and deliver webhooks when they choose to, to receivers on this machine only.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from app.cli import main
 from app.kit.cli_errors import TRACEBACK_VARIABLE, one_line
 from app.kit.settings import get_settings
 from tests.radar_process import RADAR
-from tests.test_server import _free_port
+from tests.test_server import _free_port, create_keys
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_score_once_folds_what_is_queued(
 
 def test_score_serves_its_own_metrics(tmp_path: Path) -> None:
     env = {**os.environ, "RADAR_DATABASE_URL": f"sqlite:///{tmp_path / 'score.db'}"}
-    subprocess.run([RADAR, "migrate"], env=env, check=True, capture_output=True)
+    asyncio.run(create_keys(env["RADAR_DATABASE_URL"], {}))  # migrated, as `radar migrate` does
     port = _free_port()
     scorer = subprocess.Popen(
         [RADAR, "score", "--metrics-port", str(port)],
@@ -204,10 +205,24 @@ def _fails_in_one_line(args: list[str], env: dict[str, str], cwd: Path | None = 
     return line
 
 
-def test_version_is_the_distribution_s() -> None:
+def fails_in_one_line(args: list[str]) -> str:
+    """Run `radar` in this process (its environment as the test set it): it must fail with
+    exit 1 and one line on stderr, no exception escaping (a real process would print its
+    traceback), the line it returns. `_fails_in_one_line` runs a real process."""
+    result = CliRunner().invoke(main, args, env={TRACEBACK_VARIABLE: None})
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: ")
+    assert "Traceback" not in result.output
+    return line
+
+
+def test_version_is_the_distribution_s(runner: CliRunner) -> None:
     from importlib.metadata import version
 
-    result = subprocess.run([RADAR, "--version"], capture_output=True, text=True, check=True)
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"radar, version {version('defection-radar')}"
 
 
@@ -262,18 +277,30 @@ def test_revoke_by_prefix_whole_key_or_name(runner: CliRunner) -> None:
     ids=["unknown-name", "unknown-prefix"],
 )
 def test_an_unknown_key_is_one_line_naming_the_database(
-    tmp_path: Path, args: list[str], says: str
+    runner: CliRunner, tmp_path: Path, args: list[str], says: str
 ) -> None:
-    database = tmp_path / "cli.db"
-    line = _fails_in_one_line(args, {"RADAR_DATABASE_URL": f"sqlite:///{database}"})
+    database = tmp_path / "cli.db"  # the runner's
+    line = fails_in_one_line(args)
     assert says in line
     assert line.endswith(f"(database: sqlite:///{database})")
 
 
-def test_a_relative_sqlite_file_that_is_not_there_is_refused(tmp_path: Path) -> None:
+def test_a_relative_sqlite_file_that_is_not_there_is_refused(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The default database is ./var/radar.db: a key created from the wrong directory must
-    not land in a new, empty database the service never reads."""
+    not land in a new, empty database the service never reads. One real process, the other
+    commands in this process (in the same directory, with the same environment)."""
     default = tmp_path / "var" / "radar.db"
+    line = _fails_in_one_line(
+        ["keys", "create", "--name", "till-1", "--scope", "ingest"], {}, cwd=tmp_path
+    )
+    assert line.startswith(f"Error: no database at {default} ")
+    assert "set RADAR_DATABASE_URL to the service's database" in line
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RADAR_DATABASE_URL", raising=False)
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    get_settings.cache_clear()
     for args in (
         ["keys", "create", "--name", "till-1", "--scope", "ingest"],
         ["keys", "list"],
@@ -285,29 +312,22 @@ def test_a_relative_sqlite_file_that_is_not_there_is_refused(tmp_path: Path) -> 
         ["score", "--once"],
         ["dispatch", "--once"],
     ):
-        line = _fails_in_one_line(args, {}, cwd=tmp_path)
+        line = fails_in_one_line(args)
         assert line.startswith(f"Error: no database at {default} "), args
         assert "set RADAR_DATABASE_URL to the service's database" in line
-    relative = _fails_in_one_line(
-        ["keys", "list"], {"RADAR_DATABASE_URL": "sqlite:///data/radar.db"}, cwd=tmp_path
-    )
+    monkeypatch.setenv("RADAR_DATABASE_URL", "sqlite:///data/radar.db")
+    get_settings.cache_clear()
+    relative = fails_in_one_line(["keys", "list"])
     assert f"no database at {tmp_path / 'data' / 'radar.db'} " in relative
     assert list(tmp_path.iterdir()) == []  # nothing created
 
-    environment = {**os.environ}
-    environment.pop("RADAR_DATABASE_URL", None)
-
-    def radar(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [RADAR, *args], env=environment, cwd=tmp_path, capture_output=True, text=True,
-            timeout=60, check=False,
-        )  # fmt: skip
-
-    migrated = radar("migrate")  # migrate creates it, and says where
-    assert migrated.returncode == 0, migrated.stderr
+    monkeypatch.delenv("RADAR_DATABASE_URL")
+    get_settings.cache_clear()
+    migrated = runner.invoke(main, ["migrate"])  # migrate creates it, and says where
+    assert migrated.exit_code == 0, migrated.output
     assert migrated.stderr.strip() == f"database: sqlite:///{default}"
-    created = radar("keys", "create", "--name", "till-1", "--scope", "ingest")
-    assert created.returncode == 0, created.stderr
+    created = runner.invoke(main, ["keys", "create", "--name", "till-1", "--scope", "ingest"])
+    assert created.exit_code == 0, created.output
     assert created.stdout.strip().startswith("rk_")
     assert f"database: sqlite:///{default}" in created.stderr.splitlines()
 

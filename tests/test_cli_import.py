@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from app.cli import main
 from app.imports.reader import ReadOptions, read
 from app.kit.settings import get_settings
-from tests.test_cli import _fails_in_one_line
+from tests.test_cli import _fails_in_one_line, fails_in_one_line
 from tests.test_server import RADAR, _free_port, serving
 
 MAPPED = ["--map", "customer_id=card,occurred_at=day,amount=total", "--store", "s-1"]
@@ -91,12 +91,9 @@ def _file(tmp_path: Path, text: str, name: str = "history.csv") -> str:
     ],
 )
 def test_a_wrong_mapping_stops_before_anything_is_stored(
-    tmp_path: Path, text: str, args: list[str], says: str
+    database: Path, tmp_path: Path, text: str, args: list[str], says: str
 ) -> None:
-    database = tmp_path / "radar.db"
-    line = _fails_in_one_line(
-        ["import", _file(tmp_path, text), *args], {"RADAR_DATABASE_URL": f"sqlite:///{database}"}
-    )
+    line = fails_in_one_line(["import", _file(tmp_path, text), *args])
     assert says in line
     assert not database.exists()  # stopped before the database was even opened
 
@@ -162,10 +159,11 @@ def test_importing_to_a_service_that_refuses_or_is_away(
         f"Error: the key lacks the ingest scope (403 from {url}): create one with "
         "`radar keys create --name NAME --scope ingest`"
     )
-    unknown = _fails_in_one_line([*args, "--key", keys["read"][:-2] + "xx"], {})
+    # The other refusals in this process (a real one above and below).
+    unknown = fails_in_one_line([*args, "--key", keys["read"][:-2] + "xx"])
     assert f"the service at {url} does not know the key (401)" in unknown
     closed = f"http://127.0.0.1:{_free_port()}"
-    away = _fails_in_one_line(["import", path, *MAPPED, "--url", closed, "--key", "rk_x"], {})
+    away = fails_in_one_line(["import", path, *MAPPED, "--url", closed, "--key", "rk_x"])
     assert away.startswith(f"Error: cannot reach the service at {closed} (ConnectError: ")
     assert away.endswith("is it running, and is --url right?")
     sent = subprocess.run(

@@ -58,6 +58,33 @@ async def test_alerts_are_assigned_and_noted_in_their_history(
     assert created.status_code == 201, created.text
 
 
+async def test_im_calling_acknowledges_and_takes_the_case_in_one_change(
+    client: httpx.AsyncClient, keys: Keys, clock: Clock
+) -> None:
+    alerts = await lapse(client, keys, clock)
+    await client.post(
+        f"/v1/alerts/{alerts['mid']['id']}/assign", json={"to": "Jon"}, headers=keys.read
+    )
+    await sign_in(client, keys, "Ola")
+    for customer, owner in (("big", "Ola"), ("mid", "Jon")):  # mid was Jon's already
+        answer = await client.post(f"/ui/cases/{customer}/acknowledge")
+        assert answer.status_code == 200, answer.text
+        alert_id = alerts[customer]["id"]
+        detail = (await client.get(f"/v1/alerts/{alert_id}", headers=keys.read)).json()
+        assert (detail["alert"]["status"], detail["alert"]["assigned_to"]) == (
+            "acknowledged",
+            owner,
+        )
+        last = detail["history"][-1]
+        assert (last["type"], last["actor"], last["alert"]["assigned_to"]) == (
+            "alert.acknowledged",
+            "Ola",
+            owner,
+        )
+    big_history = (await client.get(f"/v1/alerts/{alerts['big']['id']}", headers=keys.read)).json()
+    assert [e["type"] for e in big_history["history"]] == ["alert.opened", "alert.acknowledged"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "pointer"),
     [

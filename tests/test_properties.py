@@ -21,6 +21,8 @@ from app.kit.settings import Settings
 from app.main import create_app
 from app.models import Alert, AlertEvent, WebhookDelivery, WebhookMessage
 from app.pipeline import Scorer
+from app.policy import service as policies
+from app.policy.schemas import PolicyBody
 from app.webhooks import service as webhooks
 from app.webhooks.schemas import EVENT_TYPES, EndpointIn, EventType
 from tests.conftest import ScoredTransport, make_key, stored_customers, stored_events
@@ -119,6 +121,12 @@ async def _store(
             for table in reversed(Base.metadata.sorted_tables):
                 await session.execute(delete(table))
         key = await make_key(app, "till", Scope.INGEST)
+        # Half the cases held out: which arm each case lands in is part of the state.
+        await app.state.transactions.run(
+            lambda c: policies.replace(
+                c, PolicyBody(holdout=0.5), source="api", created_by="test", now=EVALUATED_AT
+            )
+        )
         await app.state.transactions.run(
             lambda c: webhooks.create(
                 c, EndpointIn(url="http://127.0.0.1:9/crm", event_types=ALERT_TYPES), utcnow()
@@ -167,7 +175,7 @@ EVALUATED_AT = datetime(2026, 1, 2, tzinfo=UTC)
 async def _open(app: FastAPI) -> list[tuple[Any, ...]]:
     async with app.state.sessionmaker() as session:
         rows = await session.execute(
-            select(Alert.customer_id, Alert.rule, Alert.severity, Alert.evidence)
+            select(Alert.customer_id, Alert.rule, Alert.severity, Alert.evidence, Alert.arm)
             .where(Alert.resolved_at.is_(None))
             .order_by(Alert.customer_id, Alert.rule)
         )

@@ -26,6 +26,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.alerts import holdout
 from app.kit.db import utcnow
 from app.models import Alert, AlertEvent, Customer, PurchaseEvent, WebhookDelivery
 from tests.conftest import Keys, event
@@ -171,14 +172,16 @@ def history(customer: str, last: date) -> list[dict[str, Any]]:
 
 
 def policy(min_days: int) -> dict[str, Any]:
-    """Inactivity alone (the other rules would read partial histories their own way)."""
+    """Inactivity alone (the other rules would read partial histories their own way); half
+    the cases held out as a control group."""
     return {
+        "holdout": 0.5,
         "rules": {
             "inactivity": {"min_days": min_days},
             "frequency_drop": {"enabled": False},
             "spend_drop": {"enabled": False},
             "category_lapse": {"enabled": False},
-        }
+        },
     }
 
 
@@ -283,8 +286,9 @@ async def test_replicas_share_one_database_exactly(
         async with asyncio.timeout(30):
             while await swept_customers(servers) < len(REGULARS) + len(GONE) + len(QUIET):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
-        # Every webhook delivered, by whichever dispatcher claimed it.
-        expected_messages = len(GONE) + len(QUIET)
+        # Every webhook delivered, by whichever dispatcher claimed it: contact cases only.
+        contact = select(Alert.customer_id).where(Alert.arm == "contact")
+        expected_messages = len(await rows(app, contact))
         await eventually(
             app,
             select(func.count())
@@ -315,6 +319,11 @@ async def test_replicas_share_one_database_exactly(
 
     alerts = await rows(app, select(Alert.customer_id, Alert.rule, Alert.status))
     assert sorted(alerts) == sorted((c, "inactivity", "open") for c in GONE + QUIET)
+    # Whichever replica opened a case, its arm is the draw of its customer and stratum.
+    arms = await rows(app, select(Alert.customer_id, Alert.rule, Alert.severity, Alert.arm))
+    assert all(arm == holdout.arm_for(c, rule, severity, 0.5) for c, rule, severity, arm in arms)
+    called = sorted(c for c, _, _, arm in arms if arm == "contact")
+    assert 0 < len(called) < len(arms), "both arms drawn"
     feed = await rows(app, select(AlertEvent.customer_id, AlertEvent.type).order_by(AlertEvent.seq))
     opened = Counter(customer for customer, kind in feed if kind == "alert.opened")
     assert opened == Counter(GONE + QUIET), "every alert opened once"
@@ -328,7 +337,7 @@ async def test_replicas_share_one_database_exactly(
     assert set(received.values()) == {1}, f"none twice: {received}"
     assert sorted(
         (body["type"], body["data"]["alert"]["customer_id"]) for body in bodies.values()
-    ) == sorted(("alert.opened", customer) for customer in GONE + QUIET)
+    ) == [("alert.opened", customer) for customer in called]
 
 
 async def swept_customers(servers: list[Replica]) -> int:
@@ -343,6 +352,8 @@ async def swept_customers(servers: list[Replica]) -> int:
 
 
 async def changes(server: Replica, keys: Keys) -> list[dict[str, Any]]:
-    response = await server.http.get("/v1/alerts/changes", params={"limit": 200}, headers=keys.read)
+    response = await server.http.get(
+        "/v1/alerts/changes", params={"limit": 200, "arm": "all"}, headers=keys.read
+    )
     assert response.status_code == 200, response.text
     return list(response.json()["events"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -14,6 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from app.keys.service import create_key
+from app.kit.auth import Scope
+from app.kit.db import create_engine, create_sessionmaker, unit_of_work
+from app.kit.migrations import upgrade
+from app.kit.settings import Settings
 
 RADAR = str(Path(sys.executable).with_name("radar"))
 
@@ -33,33 +40,39 @@ def _wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
-            time.sleep(0.1)
+            time.sleep(0.02)
     pytest.fail("the server did not become healthy in 20 s")
+
+
+async def create_keys(database_url: str, keys: dict[str, list[str]]) -> dict[str, str]:
+    """The database migrated and the keys (name: scopes) created, in this process: what
+    `radar migrate` and `radar keys create` do (tested in test_cli.py and below), without
+    a process start each."""
+    engine = create_engine(Settings(database_url=database_url, migrate_on_start=False))
+    try:
+        await upgrade(engine)
+        made = {}
+        for name, scopes in keys.items():
+            async with unit_of_work(create_sessionmaker(engine)) as session:
+                created = await create_key(session, name, [Scope(scope) for scope in scopes])
+            made[name] = created.key
+    finally:
+        await engine.dispose()
+    return made
 
 
 @contextmanager
 def serving(
     database: Path, keys: dict[str, list[str]], **settings: str
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    """`radar serve` on a SQLite file (RADAR_* settings as keywords), with keys made by
-    `radar keys create` (name: scopes): its URL and the keys by name. Stopped by SIGTERM."""
+    """`radar serve` on a SQLite file (RADAR_* settings as keywords), with keys (name:
+    scopes): its URL and the keys by name. Stopped by SIGTERM."""
     env = {
         **os.environ,
         "RADAR_DATABASE_URL": f"sqlite:///{database}",
         **{f"RADAR_{name.upper()}": value for name, value in settings.items()},
     }
-    subprocess.run([RADAR, "migrate"], env=env, capture_output=True, check=True)
-    made = {}
-    for name, scopes in keys.items():
-        options = [part for scope in scopes for part in ("--scope", scope)]
-        created = subprocess.run(
-            [RADAR, "keys", "create", "--name", name, *options],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        made[name] = created.stdout.strip()
+    made = asyncio.run(create_keys(f"sqlite:///{database}", keys))
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(

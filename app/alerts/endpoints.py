@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from sqlalchemy import Connection
 
 from app.alerts import queries, workflow
-from app.alerts.queries import AlertFilter, FeedEvent, Sort
+from app.alerts.queries import AlertFilter, ArmFilter, FeedEvent, Sort
 from app.alerts.repository import AlertRow
 from app.alerts.repository import get as get_alert
 from app.alerts.schemas import (
@@ -49,6 +49,13 @@ MinValueAtRisk = Annotated[
     Query(pattern=MONEY_PATTERN, description="An amount, e.g. 250 or 99.5", max_length=19),
 ]
 StoreIds = Annotated[list[Identifier], Query(max_length=200)]
+Arms = Annotated[
+    ArmFilter,
+    Query(
+        description="The outreach experiment's arm: contact (the call list: cases to call, "
+        "and cases opened without a holdout), control (held out: never to call), or all"
+    ),
+]
 
 # The feed is re-read this often while a long poll waits (any replica may have written).
 LONG_POLL_STEP = 0.25
@@ -88,6 +95,7 @@ async def list_alerts(
     min_value_at_risk: MinValueAtRisk = None,
     opened_after: Annotated[IsoAwareDatetime | None, Query()] = None,
     opened_before: Annotated[IsoAwareDatetime | None, Query()] = None,
+    arm: Arms = "contact",
     sort: Sort = "-value_at_risk",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
@@ -102,6 +110,7 @@ async def list_alerts(
         min_value_at_risk=None if min_value_at_risk is None else Decimal(min_value_at_risk),
         opened_after=opened_after,
         opened_before=opened_before,
+        arm=arm,
     )
     rows, next_cursor = await _transactions(request).read(
         lambda connection: queries.page(connection, filters, sort, limit, cursor)
@@ -124,6 +133,7 @@ async def list_cases(
     _: ReadKey,
     store_id: StoreIds = [],  # noqa: B006
     min_value_at_risk: MinValueAtRisk = None,
+    arm: Arms = "contact",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,
 ) -> CasePage:
@@ -132,7 +142,7 @@ async def list_cases(
     webhooks announce; a case is closed when all of them are resolved."""
     minimum = None if min_value_at_risk is None else Decimal(min_value_at_risk)
     groups, next_cursor = await _transactions(request).read(
-        lambda connection: queries.cases(connection, store_id, minimum, limit, cursor)
+        lambda connection: queries.cases(connection, store_id, minimum, limit, cursor, arm)
     )
     items = []
     for alerts in groups:
@@ -166,12 +176,15 @@ async def alert_changes(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     wait: Annotated[int, Query(ge=0, le=30, description="Seconds to wait for a change")] = 0,
+    arm: Arms = "contact",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Any:
     transactions = _transactions(request)
 
     def read(connection: Connection) -> tuple[int, list[FeedEvent]]:
-        return queries.purged_through(connection), queries.changes(connection, after, limit + 1)
+        return queries.purged_through(connection), queries.changes(
+            connection, after, limit + 1, arm
+        )
 
     deadline = time.monotonic() + wait
     while True:
@@ -317,5 +330,6 @@ def _event(event: FeedEvent) -> AlertEventOut:
         customer_id=event.customer_id,
         occurred_at=event.occurred_at,
         actor=event.actor,
-        alert=AlertOut.model_validate(event.data),
+        alert=None if event.alert_id is None else AlertOut.model_validate(event.data),
+        model_quality=event.data if event.alert_id is None else None,
     )

@@ -10,7 +10,17 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Table, delete, func, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from app.alerts.repository import COLUMNS, AlertRow, to_alert
 from app.kit.errors import BadRequest, FieldError
@@ -23,6 +33,17 @@ _feed_state = cast(Table, AlertFeedState.__table__)
 
 _MAX_MONEY = Decimal(MAX_ROW_ID) / 10_000  # amounts are stored in 1/10,000
 Sort = Literal["-value_at_risk", "value_at_risk", "-opened_at", "opened_at"]
+# Which cases of the outreach experiment to list: the call list's by default (contact, and
+# cases opened without a holdout); the control group only when asked for.
+ArmFilter = Literal["contact", "control", "all"]
+
+
+def arm_condition(column: ColumnElement[Any], arm: ArmFilter) -> ColumnElement[bool] | None:
+    if arm == "contact":
+        return or_(column.is_(None), column == "contact")
+    if arm == "control":
+        return column == "control"
+    return None
 
 
 @dataclass(slots=True)
@@ -36,6 +57,7 @@ class AlertFilter:
     min_value_at_risk: Decimal | None = None
     opened_after: datetime | None = None
     opened_before: datetime | None = None
+    arm: ArmFilter = "contact"
 
 
 def page(
@@ -78,6 +100,9 @@ def _conditions(filters: AlertFilter) -> list[ColumnElement[bool]]:
         conditions.append(c.opened_at >= filters.opened_after)
     if filters.opened_before is not None:
         conditions.append(c.opened_at < filters.opened_before)
+    arm = arm_condition(c.arm, filters.arm)
+    if arm is not None:
+        conditions.append(arm)
     return conditions
 
 
@@ -125,15 +150,20 @@ def cases(
     min_value_at_risk: Decimal | None,
     limit: int,
     cursor: str | None,
+    arm: ArmFilter = "contact",
 ) -> tuple[list[list[AlertRow]], str | None]:
     """One page of customers with unresolved alerts, by their strongest reason's value at
     stake (highest first, ties by customer), each with their unresolved alerts, strongest
     first; and the cursor of the next page."""
     c = _alerts.c
     value = func.max(c.value_at_risk).label("value")
-    grouped = select(c.customer_id, value).where(c.status != "resolved").group_by(c.customer_id)
+    conditions: list[ColumnElement[bool]] = [c.status != "resolved"]
     if store_id:
-        grouped = grouped.where(c.store_id.in_(store_id))
+        conditions.append(c.store_id.in_(store_id))
+    arm_only = arm_condition(c.arm, arm)
+    if arm_only is not None:
+        conditions.append(arm_only)
+    grouped = select(c.customer_id, value).where(*conditions).group_by(c.customer_id)
     if min_value_at_risk is not None:
         grouped = grouped.having(value >= min_value_at_risk)
     if cursor is not None:
@@ -146,9 +176,7 @@ def cases(
     customers = [row.customer_id for row in page_rows]
     alerts: dict[str, list[AlertRow]] = {customer: [] for customer in customers}
     if customers:
-        query = select(*COLUMNS).where(c.customer_id.in_(customers), c.status != "resolved")
-        if store_id:
-            query = query.where(c.store_id.in_(store_id))
+        query = select(*COLUMNS).where(c.customer_id.in_(customers), *conditions)
         for row in connection.execute(query.order_by(c.value_at_risk.desc(), c.id)):
             alert = to_alert(row)
             alerts[alert.customer_id].append(alert)
@@ -180,8 +208,8 @@ def _decode_case(cursor: str) -> tuple[Decimal, str]:
 class FeedEvent:
     seq: int
     type: str
-    alert_id: int
-    customer_id: str
+    alert_id: int | None  # None (and no customer) for model.degraded
+    customer_id: str | None
     occurred_at: datetime
     actor: str | None
     data: dict[str, Any]
@@ -198,8 +226,14 @@ def purged_through(connection: Connection) -> int:
     return int(value or 0)
 
 
-def changes(connection: Connection, after: int, limit: int) -> list[FeedEvent]:
-    query = select(*_FEED_COLUMNS).where(_events.c.seq > after).order_by(_events.c.seq).limit(limit)
+def changes(
+    connection: Connection, after: int, limit: int, arm: ArmFilter = "all"
+) -> list[FeedEvent]:
+    query = select(*_FEED_COLUMNS).where(_events.c.seq > after)
+    arm_only = arm_condition(_events.c.arm, arm)
+    if arm_only is not None:
+        query = query.where(arm_only)
+    query = query.order_by(_events.c.seq).limit(limit)
     return [FeedEvent(*row) for row in connection.execute(query)]
 
 
@@ -241,6 +275,7 @@ class CaseFilter:
     store_id: list[str] = field(default_factory=list)
     assigned_to: str | None = None
     customer_prefix: str | None = None  # search by the start of a customer id
+    arm: ArmFilter = "contact"  # the control group only when asked for
 
 
 CaseSort = Literal["value", "oldest", "newest"]
@@ -263,6 +298,9 @@ def case_list(
             conditions.append(c[name].in_(values))
     if filters.assigned_to is not None:  # as people type names: in any case
         conditions.append(func.lower(c.assigned_to) == filters.assigned_to.lower())
+    arm = arm_condition(c.arm, filters.arm)
+    if arm is not None:
+        conditions.append(arm)
     if filters.customer_prefix:
         escaped = (
             filters.customer_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -45,6 +45,9 @@ class AlertRow:
     contact_channel: str | None = None
     escalated_at: datetime | None = None
     assigned_to: str | None = None
+    arm: str | None = None  # the outreach experiment's: contact, control (None: none ran)
+    case_id: int | None = None  # the alert that opened the customer's case
+    plan_id: int | None = None  # the plan its resolution opened or joined (app/plans)
 
     def snapshot(self) -> dict[str, Any]:
         """The alert as JSON, as it goes into the change feed and the API."""
@@ -72,6 +75,9 @@ class AlertRow:
             "contact_channel": self.contact_channel,
             "escalated_at": _iso(self.escalated_at),
             "assigned_to": self.assigned_to,
+            "arm": self.arm,
+            "case_id": self.case_id,
+            "plan_id": self.plan_id,
         }
 
 
@@ -109,6 +115,7 @@ def save_workflow(connection: Connection, alert: AlertRow) -> None:
             note=alert.note,
             contact_channel=alert.contact_channel,
             assigned_to=alert.assigned_to,
+            plan_id=alert.plan_id,
         )
     )
 
@@ -162,6 +169,24 @@ def insert_alerts(connection: Connection, rows: Sequence[dict[str, Any]]) -> lis
         insert(_alerts).returning(*COLUMNS, sort_by_parameter_order=True), list(rows)
     )
     return [to_alert(values) for values in result]
+
+
+def link_cases(connection: Connection, opened: Sequence[AlertRow]) -> None:
+    """Give the alerts that opened new cases (no `case_id` yet) their case: the id of the
+    customer's first one among them (they were inserted in rule order)."""
+    opener: dict[str, int] = {}
+    linked = []
+    for alert in opened:
+        if alert.case_id is None:
+            alert.case_id = opener.setdefault(alert.customer_id, alert.id)
+            linked.append({"alert_id": alert.id, "new_case_id": alert.case_id})
+    if linked:
+        connection.execute(
+            update(_alerts)
+            .where(_alerts.c.id == bindparam("alert_id"))
+            .values(case_id=bindparam("new_case_id")),
+            linked,
+        )
 
 
 def update_alerts(connection: Connection, alerts: Sequence[AlertRow]) -> None:
@@ -231,6 +256,7 @@ def record_events(
                 "occurred_at": now,
                 "actor": actor,
                 "data": alert.snapshot(),
+                "arm": alert.arm,
             }
             for kind, alert in events
         ],

@@ -54,6 +54,20 @@ class AlertOut(BaseModel):
         default=None, description="When it was announced again for want of a resolution"
     )
     assigned_to: str | None = Field(default=None, description="Who is to call the customer")
+    arm: Literal["contact", "control"] | None = Field(
+        default=None,
+        description="The outreach experiment's arm of the case (policy `holdout`): control "
+        "cases are tracked but never to be called; null when no holdout was set",
+    )
+    case_id: int | None = Field(
+        default=None,
+        description="The alert that opened the customer's case (null on alerts older than it)",
+    )
+    plan_id: int | None = Field(
+        default=None,
+        description="The plan (GET /v1/plans/{id}) that resolving it with a reason opened or "
+        "joined: the policy's playbook for that reason; null when none",
+    )
 
 
 class AlertPage(BaseModel):
@@ -92,12 +106,18 @@ class AlertEventOut(BaseModel):
         "alert.assigned",
         "alert.noted",
         "alert.resolved",
+        "model.degraded",
     ]
-    alert_id: int
-    customer_id: str
+    alert_id: int | None = Field(description="Null for model.degraded, which concerns no alert")
+    customer_id: str | None
     occurred_at: datetime
     actor: str | None = Field(description="Who did it; null when the service did")
-    alert: AlertOut = Field(description="The alert as it was after the change")
+    alert: AlertOut | None = Field(description="The alert as it was after the change")
+    model_quality: dict[str, Any] | None = Field(
+        default=None,
+        description="model.degraded: the week, what dropped and what to do "
+        "(GET /v1/reports/model-quality)",
+    )
 
 
 class AlertChanges(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +17,7 @@ from functools import partial
 
 from sqlalchemy import Connection, text
 
-from app.alerts import queries, repository, rules
+from app.alerts import holdout, queries, repository, rules
 from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.customers.state import CustomerState
@@ -148,12 +148,14 @@ class Evaluator:
         changes.states = {s.customer_id: s for s in candidates}
         if changes.opened:
             _spare_resolved_lapses(connection, changes, changes.states)
+            _assign_arms(changes.opened, open_alerts.values(), policy.holdout)
         return changes
 
     def write(self, connection: Connection, changes: AlertChanges) -> None:
         if not changes:
             return
         opened = repository.insert_alerts(connection, changes.opened)
+        repository.link_cases(connection, opened)
         repository.update_alerts(connection, [alert for _, alert in changes.changed])
         events = [("alert.opened", alert) for alert in opened]
         events += [(kind, alert) for kind, alert in changes.changed if kind is not None]
@@ -250,6 +252,26 @@ def _decide(
     if verdict is not None:
         alert.evidence = verdict.evidence
     changes.changed.append(("alert.resolved", alert))
+
+
+def _assign_arms(
+    opened: list[dict[str, object]], unresolved: Iterable[AlertRow], share: float
+) -> None:
+    """Each new alert's arm and case: those of the customer's case still open (one call
+    covers all their reasons), or a new case's, drawn from its first alert (rule order)."""
+    ongoing: dict[str, tuple[str | None, int]] = {}
+    for alert in unresolved:  # as decided now: an alert resolving here ends its case
+        if alert.status != "resolved":
+            ongoing.setdefault(alert.customer_id, (alert.arm, alert.case_id or alert.id))
+    new: dict[str, str | None] = {}
+    for row in opened:
+        customer = str(row["customer_id"])
+        if customer in ongoing:
+            row["arm"], row["case_id"] = ongoing[customer]
+            continue
+        if customer not in new:
+            new[customer] = holdout.arm_for(customer, str(row["rule"]), str(row["severity"]), share)
+        row["arm"], row["case_id"] = new[customer], None  # linked once inserted
 
 
 def escalation_due(alert: AlertRow, escalate_after: timedelta, now: datetime) -> bool:

@@ -21,6 +21,7 @@ from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.kit.errors import Conflict, FieldError, NotFound, ValidationFailed
 from app.models import Alert
+from app.plans import service as plans
 from app.webhooks import outbox
 
 Action = Literal["acknowledge", "assign", "snooze", "note", "resolve"]
@@ -33,7 +34,8 @@ class Change:
     action: Action
     actor: str
     until: datetime | None = None  # snooze
-    to: str | None = None  # assign (None: unassign)
+    # assign: to whom (None: unassign); acknowledge: who takes the case if nobody has it
+    to: str | None = None
     outcome: str | None = None  # resolve
     reason: str | None = None
     note: str | None = None
@@ -68,6 +70,8 @@ def apply(
             change.actor,
         )
         alert.snoozed_until = None
+        if change.to is not None and alert.assigned_to is None:
+            alert.assigned_to = change.to  # one change, one feed event: "I'm calling"
         if escalate_after > timedelta(0):  # to announce it again if nobody resolves it
             customers.check_by(connection, alert.customer_id, now + escalate_after)
         kind = "alert.acknowledged"
@@ -94,6 +98,16 @@ def apply(
         alert.resolution, alert.reason = change.outcome, change.reason
         alert.note, alert.contact_channel = change.note, change.channel
         alert.snoozed_until = None
+        if change.reason is not None:  # what to do about it: the policy's playbook
+            alert.plan_id = plans.open_for_resolution(
+                connection,
+                customer_id=alert.customer_id,
+                reason=change.reason,
+                store_id=alert.store_id,
+                alert_id=alert.id,
+                actor=change.actor,
+                now=now,
+            )
         kind = "alert.resolved"
     alert.updated_at = now
     repository.save_workflow(connection, alert)

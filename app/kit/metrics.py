@@ -76,6 +76,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.model_degraded = Gauge(
+            "radar_model_degraded",
+            "1 when the defection score did worse than its bounds on the latest matured week",
+            registry=self.registry,
+        )
+
         self.webhook_attempts = Counter(
             "radar_webhook_attempts_total",
             "Webhook delivery attempts by result (succeeded, failed, error)",

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     )
     # How often the population model is refitted in the background; 0 turns it off.
     refit_interval: Duration = timedelta(hours=6)
+    # How often the defection score is checked against what customers did (the latest
+    # matured week), and a degradation announced; 0 turns it off.
+    model_quality_interval: Duration = timedelta(hours=24)
     # How often the sweeper re-evaluates customers whose next check has come (a customer who
     # stops coming sends no events); 0 turns it off. Alerts for silence open within this.
     sweep_interval: Duration = timedelta(seconds=60)

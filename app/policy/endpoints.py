@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 from app.kit.auth import ManageKey
 from app.kit.db import TransactionRunner
 from app.kit.errors import problem_responses
+from app.kit.settings import Settings
 from app.policy import service
 from app.policy.schemas import PolicyBody, PolicyOut
 
@@ -27,6 +28,8 @@ async def get_policy(request: Request, _: ManageKey) -> PolicyOut:
 )
 async def put_policy(body: PolicyBody, request: Request, key: ManageKey) -> PolicyOut:
     transactions: TransactionRunner = request.app.state.transactions
+    settings: Settings = request.app.state.settings
+    body = service.with_known_reasons(body, settings.alert_reasons)
     now = request.app.state.clock()  # the time customers are evaluated at
 
     def store(connection: Connection) -> service.CurrentPolicy:

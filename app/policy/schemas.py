@@ -12,6 +12,7 @@ from typing import Annotated, Literal, Self, get_args
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.kit.params import NoNul
+from app.policy.playbooks import DEFAULT_PLAYBOOKS, Playbooks
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128), NoNul]
 Rule = Literal["inactivity", "frequency_drop", "spend_drop", "category_lapse"]
@@ -226,6 +227,44 @@ class Questions(_Strict):
     )
 
 
+class Outreach(_Strict):
+    """How the effect of calling customers is measured: what happened to each case, contact
+    and control alike, in the days after it opened."""
+
+    window_days: int = Field(
+        default=60,
+        ge=7,
+        le=365,
+        description="Days after a case opens in which a return counts, and its spend is summed",
+    )
+    minimum_effect: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="The smallest rise in the return rate worth seeing (0.05: 5 points): the "
+        "report says how many cases it takes to see it",
+    )
+
+
+class ModelQuality(_Strict):
+    """When the defection score counts as degraded, judged on the latest week whose horizon
+    has passed (GET /v1/reports/model-quality)."""
+
+    max_calibration_error: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Degraded when the week's mean predicted P(no purchase) is further than "
+        "this from the share of customers who really did not buy",
+    )
+    min_customers: int = Field(
+        default=200,
+        ge=1,
+        le=10_000_000,
+        description="Weeks with fewer loyal customers than this are not judged",
+    )
+
+
 class PolicyBody(_Strict):
     """The definition of defection. Omitted fields take their defaults."""
 
@@ -242,6 +281,17 @@ class PolicyBody(_Strict):
     severity: SeverityLevels = Field(default_factory=SeverityLevels)
     value: ValueModel = Field(default_factory=ValueModel)
     questions: Questions = Field(default_factory=Questions)
+    holdout: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.5,
+        description="Share of new cases held out as a control group: tracked like the others, "
+        "never on the call list, so that the effect of calling can be measured (0: off; 0.1 "
+        "is a usual choice)",
+    )
+    outreach: Outreach = Field(default_factory=Outreach)
+    model_quality: ModelQuality = Field(default_factory=ModelQuality)
+    playbooks: Playbooks = Field(default_factory=lambda: dict(DEFAULT_PLAYBOOKS))
 
 
 class PolicyOut(PolicyBody):

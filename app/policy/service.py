@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy import Connection, insert, or_, select, update
 
+from app.kit.errors import FieldError, ValidationFailed, json_pointer
 from app.models import Customer, Policy
 from app.policy.schemas import PolicyBody, PolicyOut
 
@@ -80,6 +82,29 @@ def replace(
     return CurrentPolicy(body, int(version), source, created_by, now)
 
 
+def with_known_reasons(body: PolicyBody, reasons: Sequence[str]) -> PolicyBody:
+    """The body as it may be stored where people give `reasons`: a playbook it names for
+    another reason is refused, naming it (it could never open a plan); omitted playbooks
+    default to those of the configured reasons, so the stored policy can be sent back."""
+    if "playbooks" not in body.model_fields_set:
+        known = {reason: play for reason, play in body.playbooks.items() if reason in reasons}
+        return body.model_copy(update={"playbooks": known})
+    unknown = [reason for reason in body.playbooks if reason not in reasons]
+    if unknown:
+        raise ValidationFailed(
+            "A playbook must be for one of the reasons people may give (RADAR_ALERT_REASONS).",
+            errors=[
+                FieldError(
+                    pointer=json_pointer("playbooks", reason),
+                    code="unknown_reason",
+                    message=f"not a reason people may give: one of {', '.join(reasons)}",
+                )
+                for reason in unknown
+            ],
+        )
+    return body
+
+
 class PolicyFileError(ValueError):
     pass
 
@@ -102,9 +127,17 @@ def read_file(path: Path) -> PolicyBody:
         raise PolicyFileError(f"the policy file {path} is invalid: {problems}") from exc
 
 
-def apply_file(connection: Connection, path: Path, now: datetime) -> CurrentPolicy:
+def apply_file(
+    connection: Connection, path: Path, now: datetime, reasons: Sequence[str] | None = None
+) -> CurrentPolicy:
     """At start: store the file's policy as a new version unless it is already the current one."""
     body = read_file(path)
+    if reasons is not None:
+        try:
+            body = with_known_reasons(body, reasons)
+        except ValidationFailed as exc:
+            problems = "; ".join(f"{e.pointer}: {e.message}" for e in exc.errors or [])
+            raise PolicyFileError(f"the policy file {path} is invalid: {problems}") from exc
     latest = current(connection)
     if latest.version > 0 and latest.body == body:
         return latest

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, func, select
 
 from app.customers.state import week_index, week_start
 from app.models import Alert, Customer, CustomerVisitDay
+from app.plans import repository as plans
 from app.policy.schemas import PolicyBody
 
 Period = Literal["week", "month"]
@@ -198,6 +199,8 @@ class ReasonRow:
     alerts: int
     value_lost: Decimal
     customers: int = 0  # distinct: a call that resolves two of a customer's alerts is one
+    plans_opened: int = 0  # plans these resolutions opened (app/plans)
+    returned_after_plan: int = 0  # distinct customers of those plans who visited since
 
 
 def reasons(
@@ -207,13 +210,16 @@ def reasons(
     and the distinct customers among them; value lost sums, over the customers resolved as
     lost, the largest value at risk of their alerts (a customer with two alerts, say they
     stopped coming and their spend fell, is lost once: the whole of what they were worth,
-    not both reasons' shares added)."""
+    not both reasons' shares added). Plans opened counts the plans the resolutions opened
+    (a customer's alerts resolved in one call open one), and returned after plan the distinct
+    customers of those plans who visited on a later day than it opened, to this day."""
     query = select(
         _alerts.c.reason,
         _alerts.c.store_id,
         _alerts.c.resolution,
         _alerts.c.value_at_risk,
         _alerts.c.customer_id,
+        _alerts.c.id,
     ).where(
         _alerts.c.reason.is_not(None),
         _alerts.c.resolved_at >= _instant(start),
@@ -223,17 +229,36 @@ def reasons(
         query = query.where(_alerts.c.store_id == store_id)
     counts: Counter[tuple[str, str | None, str]] = Counter()
     worth: dict[tuple[str, str | None, str], dict[str, Decimal]] = defaultdict(dict)
-    for reason, store, outcome, value, customer in connection.execute(query):
+    alert_keys: dict[int, tuple[str, str | None, str]] = {}
+    for reason, store, outcome, value, customer, alert_id in connection.execute(query):
         key = (reason, store, outcome)
         counts[key] += 1
         worth[key][customer] = max(value, worth[key].get(customer, value))
+        alert_keys[alert_id] = key
+    opened: Counter[tuple[str, str | None, str]] = Counter()
+    returned: dict[tuple[str, str | None, str], set[str]] = defaultdict(set)
+    for alert_id, plan in plans.opened_by(connection, list(alert_keys)).items():
+        opened[alert_keys[alert_id]] += 1
+        if plan.customer_returned_on is not None:
+            returned[alert_keys[alert_id]].add(plan.customer_id)
     rows = []
     for key, count in sorted(
         counts.items(), key=lambda item: (-item[1], item[0][0], item[0][1] or "", item[0][2])
     ):
         reason, store, outcome = key
         lost = sum(worth[key].values(), Decimal(0)) if outcome == "lost" else Decimal(0)
-        rows.append(ReasonRow(reason, store, outcome, count, lost, len(worth[key])))
+        rows.append(
+            ReasonRow(
+                reason,
+                store,
+                outcome,
+                count,
+                lost,
+                len(worth[key]),
+                opened[key],
+                len(returned[key]),
+            )
+        )
     return rows
 
 
@@ -323,3 +348,8 @@ def value_at_risk(connection: Connection) -> list[ValueRow]:
         ValueRow(store, severity, counts[(store, severity)], totals[(store, severity)])
         for store, severity in sorted(counts, key=lambda k: (k[0] or "", order.get(k[1], 3)))
     ]
+
+
+# The definitions other reports share (the defector profiles, app/quality/profiles.py).
+loyal_at = _loyal_at
+lost_uncalled = _lost_uncalled

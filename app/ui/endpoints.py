@@ -38,8 +38,12 @@ from app.kit.db import TransactionRunner
 from app.kit.errors import Forbidden, RadarError
 from app.kit.params import IDENTIFIER_PATTERN, LATEST_TIME
 from app.kit.settings import Settings
+from app.outreach.service import EffectRow
+from app.plans import repository as plan_repository
 from app.policy import service as policies
 from app.policy.schemas import RULES
+from app.quality import service as quality
+from app.quality.service import WeekRow
 from app.reports import service as reports
 from app.reports.endpoints import to_csv
 from app.reports.service import RateRow, ReasonRow, ResponseRow, ValueRow
@@ -144,6 +148,7 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
         my_store=_store(request.cookies.get(STORE_COOKIE)),
         rule_names=views.RULE_NAMES,
         event_names=views.EVENT_NAMES,
+        owners=OWNERS,
         money=_money,
         ago=_ago,
         add_days=lambda day, days: day + timedelta(days=round(days)),
@@ -303,6 +308,7 @@ async def call_list(
     sort: Annotated[str, Query(max_length=32)] = "value",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     mine: Annotated[str, Query(max_length=32)] = "",
+    group: Annotated[str, Query(max_length=32)] = "",
 ) -> Response:
     """Filter values the page does not offer are ignored (a hand-edited address still
     shows a list), except `page`, which must be a page number."""
@@ -320,13 +326,17 @@ async def call_list(
         store_id=stores,
         assigned_to=assignee or None,
         customer_prefix=q.strip() if _is_id(q.strip()) else None,
+        arm="control" if group == "control" else "contact",
     )
     case_sort: CaseSort = (
         "oldest" if sort == "oldest" else "newest" if sort == "newest" else "value"
     )
     today = _today(request)
-    data = await _transactions(request).read(
-        lambda connection: views.call_list(connection, filters, case_sort, page, today)
+    data, holdout = await _transactions(request).read(
+        lambda connection: (
+            views.call_list(connection, filters, case_sort, page, today),
+            policies.current(connection).body.holdout,
+        )
     )
     if page > data.pages:  # past the end (the list shrank): the last page
         return RedirectResponse(_with(request, page=data.pages), status_code=303)
@@ -344,6 +354,7 @@ async def call_list(
         statuses=STATUSES,
         severities=SEVERITIES,
         rules=RULES,
+        holdout=holdout,
         reasons=settings.alert_reasons,
         outcomes=OUTCOMES,
         channels=CHANNELS,
@@ -464,12 +475,6 @@ async def work_case(request: Request, customer_id: str, action: str) -> Response
             row = workflow.apply(
                 connection, alert.id, change, now, settings.alert_reasons, escalate_after
             )
-            if action == "acknowledge" and row.assigned_to is None:
-                # "I'm calling": the case is theirs, so that nobody else calls too.
-                mine = workflow.Change("assign", actor, to=actor)
-                row = workflow.apply(
-                    connection, alert.id, mine, now, settings.alert_reasons, escalate_after
-                )
             changed.append(row)
         return changed
 
@@ -489,12 +494,28 @@ async def work_case(request: Request, customer_id: str, action: str) -> Response
         "note": "note added",
         "resolve": f"resolved as {str(change.outcome).replace('_', ' ')}",
     }[action]
-    return _toast(request, f"{customer_id}: {done}.", changed=True)
+    plan = await _plan_of(request, changed) if action == "resolve" else ""
+    return _toast(request, f"{customer_id}: {done}.{plan}", changed=True)
+
+
+OWNERS = {"store": "the store", "head_office": "head office"}
+
+
+async def _plan_of(request: Request, changed: list[AlertRow]) -> str:
+    """What the resolution's reason set in motion (the policy's playbook), for the toast."""
+    plan_id = next((row.plan_id for row in changed if row.plan_id is not None), None)
+    if plan_id is None:
+        return ""
+    plan = await _transactions(request).read(lambda c: plan_repository.get(c, plan_id))
+    if plan is None:
+        return ""
+    owner = OWNERS.get(plan.owner, plan.owner)
+    return f" Plan for {owner}, follow up by {plan.follow_up_on:%Y-%m-%d}: {plan.action}"
 
 
 def _change(action: str, form: Any, actor: str) -> workflow.Change:
-    if action == "acknowledge":
-        return workflow.Change("acknowledge", actor)
+    if action == "acknowledge":  # "I'm calling": the case is theirs unless someone has it
+        return workflow.Change("acknowledge", actor, to=actor)
     if action == "assign":
         to = _form_text(form, "to", 100)
         return workflow.Change("assign", actor, to=to)
@@ -595,8 +616,9 @@ def _weekly_chart(weeks: list[Any], today: date) -> dict[str, Any]:
 @router.get("/ui/manager")
 async def manager(request: Request) -> Response:
     await signed_in(request)
-    today = _today(request)
-    view = await _transactions(request).read(lambda c: views.manager_view(c, today))
+    now: datetime = request.app.state.clock()
+    today = now.date()
+    view = await _transactions(request).read(lambda c: views.manager_view(c, now))
     chart = {
         "labels": [f"{row.period_start:%b %Y}" for row in view.months],
         "rates": [None if row.rate is None else round(row.rate * 100, 2) for row in view.months],
@@ -616,6 +638,8 @@ EXPORTS = (
     "reasons",
     "response-times",
     "value-at-risk",
+    "outreach-effect",
+    "model-quality",
 )
 
 
@@ -625,29 +649,31 @@ async def export(request: Request, name: str) -> Response:
     await signed_in(request)
     if name not in EXPORTS:
         return Response("No such export.", status_code=404, media_type="text/plain")
-    today = _today(request)
+    now: datetime = request.app.state.clock()
+    today = now.date()
 
     def build(connection: Connection) -> str:
         policy = policies.current(connection).body
-        current = views.month_start(today)
-        first, end = views.shift_months(current, -12), views.shift_months(current, 1)
-        reasons_end = today + timedelta(days=1)
-        reasons_span = (reasons_end - timedelta(days=90), reasons_end)
+        spans = views.ManagerSpans.of(today, policy)
         if name.startswith("defection-rate"):
             split = {"defection-rate-by-store": "store", "defection-rate-by-staff": "staff"}
             rows = reports.defection_rate(
                 connection,
                 policy,
                 "month",
-                first,
-                end,
+                *spans.months,
                 split.get(name),  # type: ignore[arg-type]
             )
             return to_csv(rows, RateRow)
         if name == "reasons":
-            return to_csv(reports.reasons(connection, *reasons_span, None), ReasonRow)
+            return to_csv(reports.reasons(connection, *spans.recent, None), ReasonRow)
         if name == "response-times":
-            return to_csv(reports.response_times(connection, *reasons_span), ResponseRow)
+            return to_csv(reports.response_times(connection, *spans.recent), ResponseRow)
+        if name == "outreach-effect":
+            effect = views.outreach_effect(connection, policy, spans.outreach, now)
+            return to_csv(effect.rows, EffectRow)
+        if name == "model-quality":
+            return to_csv(quality.report(connection, *spans.quality, now).weeks, WeekRow)
         return to_csv(reports.value_at_risk(connection), ValueRow)
 
     body = await _transactions(request).read(build)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -19,12 +19,18 @@ from app.alerts.queries import CaseFilter, CaseSort, FeedEvent
 from app.alerts.repository import AlertRow
 from app.customers import repository as customers
 from app.customers.state import CustomerState
+from app.outreach import service as outreach
+from app.plans import repository as plans
+from app.plans.repository import PlanFilter, PlanRow
 from app.policy import service as policies
 from app.policy.schemas import PolicyBody
+from app.quality import service as quality
 from app.reports import service as reports
 from app.reports.service import RateRow, ReasonRow, ResponseRow, ValueRow
 
 PAGE_SIZE = 25
+PLANS_SHOWN = 10  # a customer's plans, and the manager's open plans falling due
+PLANS_DUE_WITHIN = timedelta(days=7)
 RULE_NAMES = {
     "inactivity": "Stopped coming",
     "frequency_drop": "Comes less often",
@@ -98,8 +104,7 @@ class CallList:
     first: int  # the 1-based number of the page's first case
     stores: list[str]
     assignees: list[str]
-    feed_position: int
-    reasons: list[str] = field(default_factory=list)
+    feed_position: int  # the newest change's seq: the page follows the feed from there
 
 
 def call_list(
@@ -126,7 +131,7 @@ def call_list(
         first=(page - 1) * PAGE_SIZE + 1,
         stores=queries.stores(connection),
         assignees=queries.assignees(connection),
-        feed_position=feed_position(connection),
+        feed_position=queries.latest_seq(connection),
     )
 
 
@@ -135,15 +140,11 @@ def questions_for(policy: PolicyBody, rule: str) -> list[str]:
     return questions
 
 
-def feed_position(connection: Connection) -> int:
-    """The newest change's seq: the page follows the feed from there."""
-    return queries.latest_seq(connection)
-
-
 @dataclass(slots=True)
 class CustomerExtras:
     history: list[FeedEvent]
     questions: dict[str, list[str]]
+    plans: list[PlanRow] = field(default_factory=list)  # the soonest follow-up first
 
 
 def customer_extras(connection: Connection, customer_id: str) -> CustomerExtras:
@@ -151,6 +152,7 @@ def customer_extras(connection: Connection, customer_id: str) -> CustomerExtras:
     return CustomerExtras(
         history=queries.customer_history(connection, customer_id),
         questions={rule: questions_for(policy, rule) for rule in RULE_NAMES},
+        plans=plans.page(connection, PlanFilter(customer_id=customer_id), PLANS_SHOWN, None),
     )
 
 
@@ -181,6 +183,43 @@ class ManagerView:
     response_times: list[ResponseRow]
     value_by_store: list[tuple[str | None, int, int, Decimal]]  # store, alerts, high, value
     value_at_risk_total: Decimal
+    plans_due: list[PlanRow] = field(default_factory=list)  # open, overdue or due within 7 days
+    outreach: outreach.Effect | None = None
+    quality: quality.Report | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSpans:
+    """The spans of the manager's view: one definition for the page and its CSVs, so that
+    a table and its download always cover the same days."""
+
+    today: date
+    month: date  # the month in progress
+    months: tuple[date, date]  # 13 months, to the end of the current one
+    recent: tuple[date, date]  # 90 days to tomorrow: reasons, response times
+    outreach: tuple[date, date]  # cases opened in the last 365 days (the report's default)
+    quality: tuple[date, date]  # the model-quality report's default weeks
+
+    @classmethod
+    def of(cls, today: date, policy: PolicyBody) -> ManagerSpans:
+        current = month_start(today)
+        tomorrow = today + timedelta(days=1)
+        return cls(
+            today,
+            current,
+            (shift_months(current, -12), shift_months(current, 1)),
+            (tomorrow - timedelta(days=90), tomorrow),
+            (tomorrow - timedelta(days=365), tomorrow),
+            quality.default_span(policy.horizon_days, today),
+        )
+
+
+def outreach_effect(
+    connection: Connection, policy: PolicyBody, span: tuple[date, date], now: datetime
+) -> outreach.Effect:
+    """The report's effect over the span (`/v1/reports/outreach-effect`)."""
+    window = timedelta(days=policy.outreach.window_days)
+    return outreach.effect(connection, policy, outreach.cases(connection, *span, window, now))
 
 
 def month_start(day: date) -> date:
@@ -192,38 +231,45 @@ def shift_months(day: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def manager_view(connection: Connection, today: date) -> ManagerView:
+def manager_view(connection: Connection, now: datetime) -> ManagerView:
     """This month against the last and the same month a year ago, per store and per staff
     member; reasons over the last 90 days weighted by the value they cost; response times
-    and value at risk. Every number is the reports API's for the same span."""
+    and value at risk; what calling changes, and how good the scores are. Every number is
+    the reports API's for the same span."""
     policy = policies.current(connection).body
-    current = month_start(today)
-    first = shift_months(current, -12)
-    end = shift_months(current, 1)
-    months = reports.defection_rate(connection, policy, "month", first, end, None)
-    by_store = reports.defection_rate(connection, policy, "month", first, end, "store")
-    by_staff = reports.defection_rate(connection, policy, "month", first, end, "staff")
-    reasons_end = today + timedelta(days=1)
-    reasons_start = reasons_end - timedelta(days=90)
-    reason_rows = reports.reasons(connection, reasons_start, reasons_end, None)
+    spans = ManagerSpans.of(now.date(), policy)
+    months = reports.defection_rate(connection, policy, "month", *spans.months, None)
+    by_store = reports.defection_rate(connection, policy, "month", *spans.months, "store")
+    by_staff = reports.defection_rate(connection, policy, "month", *spans.months, "staff")
+    reason_rows = reports.reasons(connection, *spans.recent, None)
     lost, won = _reasons(reason_rows)
     values = reports.value_at_risk(connection)
     return ManagerView(
-        period_start=current,
-        period_end=end,
+        period_start=spans.month,
+        period_end=spans.months[1],
         months=[row for row in months if row.store_id is None and row.staff_id is None],
-        overall=_compare(months, current, lambda row: None)[0],
-        stores=_compare(by_store, current, lambda row: row.store_id),
-        staff=_compare(by_staff, current, lambda row: row.staff_id),
+        overall=_compare(months, spans.month, lambda row: None)[0],
+        stores=_compare(by_store, spans.month, lambda row: row.store_id),
+        staff=_compare(by_staff, spans.month, lambda row: row.staff_id),
         lost_reasons=lost,
         won_reasons=won,
-        reasons_start=reasons_start,
-        reasons_end=reasons_end,
+        reasons_start=spans.recent[0],
+        reasons_end=spans.recent[1],
         won_back=sum(count for _, count in won),
         lost=sum(count for _, count, _ in lost),
-        response_times=reports.response_times(connection, reasons_start, reasons_end),
+        response_times=reports.response_times(connection, *spans.recent),
         value_by_store=_by_store(values),
         value_at_risk_total=sum((row.value_at_risk for row in values), Decimal(0)),
+        plans_due=plans.page(
+            connection,
+            PlanFilter(
+                status=["open"], due_before=spans.today + PLANS_DUE_WITHIN + timedelta(days=1)
+            ),
+            PLANS_SHOWN,
+            None,
+        ),
+        outreach=outreach_effect(connection, policy, spans.outreach, now),
+        quality=quality.report(connection, *spans.quality, now),
     )
 
 

@@ -30,7 +30,10 @@ RECOVERIES = frozenset({"customer_returned", "won_back"})
 
 
 def matches(filters: dict[str, Any], alert: AlertRow) -> bool:
-    """Whether an alert passes an endpoint's filters (every filter that is set)."""
+    """Whether an alert passes an endpoint's filters (every filter that is set). Control
+    cases of the outreach experiment reach only the endpoints that asked for them."""
+    if (alert.arm or "contact") not in (filters.get("arms") or ("contact",)):
+        return False
     stores, rules = filters.get("store_ids"), filters.get("rules")
     if stores is not None and alert.store_id not in stores:
         return False
@@ -94,6 +97,16 @@ def enqueue_endpoint_disabled(connection: Connection, disabled: EndpointRow, now
         "links": {"endpoint": f"/v1/webhooks/endpoints/{disabled.id}"},
     }
     _write(connection, [("endpoint.disabled", data, targets)], now)
+
+
+def enqueue_model_degraded(connection: Connection, data: dict[str, Any], now: datetime) -> None:
+    """Tell the endpoints that ask for it (ops channels) that the defection score degraded
+    (`app.quality`): a message about the model, so alert filters do not apply."""
+    targets = [
+        e for e in repository.list_endpoints(connection) if "model.degraded" in e.event_types
+    ]
+    if targets:
+        _write(connection, [("model.degraded", data, targets)], now)
 
 
 def _recoveries(

@@ -30,6 +30,7 @@ EventType = Literal[
     "alert.resolved",
     "customer.recovered",
     "endpoint.disabled",
+    "model.degraded",
 ]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 DeliveryStatus = Literal["pending", "sending", "succeeded", "failed"]
@@ -58,6 +59,13 @@ class Filters(_Strict):
     rules: list[Rule] | None = Field(default=None, description="The alert's rule is one of these")
     min_severity: Severity | None = None
     min_value_at_risk: Decimal | None = Field(default=None, ge=0, max_digits=18, decimal_places=4)
+    arms: list[Literal["contact", "control"]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2,
+        description="The outreach experiment's arms to deliver (default: contact only, so that "
+        "a CRM never calls a control case; a case opened without a holdout counts as contact)",
+    )
 
 
 class EndpointIn(_Strict):
