@@ -33,6 +33,19 @@ POSTGRES_URL = os.environ.get(
     "RADAR_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+RUN_SLOW = IN_CI or os.environ.get("RADAR_TEST_SLOW", "").lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow system tests (processes killed under load, replicas, a database outage, the
+    browser, the simulated chain, the fuzzer: about half the suite's time) always run in CI;
+    locally they are skipped, and listed as such, unless RADAR_TEST_SLOW=1."""
+    if RUN_SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow system test: runs in CI, or with RADAR_TEST_SLOW=1")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

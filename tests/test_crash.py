@@ -37,7 +37,7 @@ from tests.radar_process import (
 )
 from tests.test_server import _free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 CLIENTS = 6
 CUSTOMERS = [f"card-{n}" for n in range(25)]  # shared by every client

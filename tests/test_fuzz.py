@@ -24,6 +24,8 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from tests.test_server import _free_port, _wait_until_healthy
 
+pytestmark = pytest.mark.slow  # runs in CI; locally with RADAR_TEST_SLOW=1
+
 ROOT = Path(__file__).resolve().parents[1]
 RADAR = str(Path(sys.executable).with_name("radar"))
 # Examples per operation: a few in every run; RADAR_FUZZ_EXAMPLES=200 for a deeper search.

@@ -39,7 +39,7 @@ from tests.receiver import Received, Receiver, Reply
 from tests.test_replicas import GONE, QUIET, Replica, free_port, history, policy, replica
 from tests.test_replicas import replica_env as service_env
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def _server_binaries() -> Path:

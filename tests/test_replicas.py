@@ -32,7 +32,7 @@ from app.models import Alert, AlertEvent, Customer, PurchaseEvent, WebhookDelive
 from tests.conftest import Keys, event
 from tests.receiver import Receiver
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RADAR = str(Path(sys.executable).with_name("radar"))
 
 

@@ -26,7 +26,7 @@ from tests.radar_process import RadarServer, create_key, fresh_database, open_en
 from tests.receiver import Receiver, Reply, always
 from tests.test_server import _free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 LONG_POLL_WAIT = 30  # the longest wait the change feed allows
 

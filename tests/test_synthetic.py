@@ -35,6 +35,8 @@ from app.synthetic.chain import (
 from app.synthetic.limit import Limit, limit
 from tests.conftest import Clock, Keys
 
+pytestmark = pytest.mark.slow  # runs in CI; locally with RADAR_TEST_SLOW=1
+
 # 52 weeks from a Monday, so that the simulated weeks are the rules' weeks; 40 % of the
 # regular customers defect, so that each kind has some 40 customers to measure recall on.
 SPEC = ChainSpec(

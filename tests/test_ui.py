@@ -30,6 +30,8 @@ import pytest
 from tests.test_server import create_keys
 from tests.test_server import serving as served
 
+pytestmark = pytest.mark.slow  # runs in CI; locally with RADAR_TEST_SLOW=1
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 # Reasons an operator might configure that are markup or script: they must show as text.

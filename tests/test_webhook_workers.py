@@ -22,7 +22,7 @@ from tests.conftest import Clock, Keys
 from tests.receiver import Receiver, Reply, always
 from tests.test_webhooks import add_endpoint, lapse
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 RADAR = str(Path(sys.executable).with_name("radar"))
 
 

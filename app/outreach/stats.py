@@ -21,6 +21,7 @@ from scipy import stats
 
 CONFIDENCE = 0.95
 POWER = 0.8
+MAX_CASES = 10**9  # beyond this, "never": no chain follows that many cases
 _Z = NormalDist().inv_cdf(1 - (1 - CONFIDENCE) / 2)
 
 
@@ -89,4 +90,6 @@ def cases_needed(control_rate: float, effect: float, holdout: float) -> int | No
     z_beta = NormalDist().inv_cdf(POWER)
     spread_null = math.sqrt(pooled * (1 - pooled) * (1 / share_1 + 1 / share_0))
     spread_alt = math.sqrt(p1 * (1 - p1) / share_1 + p0 * (1 - p0) / share_0)
-    return math.ceil(((_Z * spread_null + z_beta * spread_alt) / delta) ** 2)
+    needed = ((_Z * spread_null + z_beta * spread_alt) / delta) ** 2
+    # The policy bounds holdout (>= 0.01) and effect (>= 0.005): at most about 8 million.
+    return math.ceil(needed) if math.isfinite(needed) and needed < MAX_CASES else None

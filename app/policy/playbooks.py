@@ -23,9 +23,9 @@ class Playbook(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    action: Annotated[str, StringConstraints(min_length=1, max_length=300), NoNul] = Field(
-        description="What to do, in words the owner acts on"
-    )
+    action: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300), NoNul
+    ] = Field(description="What to do, in words the owner acts on")
     owner: Owner = Field(
         description="Who does it: the customer's store, or head office (prices, range, offers)"
     )

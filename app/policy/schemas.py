@@ -9,7 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.kit.params import NoNul
 from app.policy.playbooks import DEFAULT_PLAYBOOKS, Playbooks
@@ -22,7 +29,13 @@ Severity = Literal["low", "medium", "high"]
 
 class _Strict(BaseModel):
     # strict: `false` is not a number nor "1" a boolean here (JSON types as documented).
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan: JSON bodies are read by a parser that takes Infinity and NaN, which the
+    # stored policy (JSON) could not hold: it would come back as null and fail every read.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# The largest amount a threshold may name: as much as the money columns hold, 10^14.
+MAX_AMOUNT = 1e14
 
 
 class _Rule(_Strict):
@@ -173,8 +186,8 @@ class Exclusions(_Strict):
 class SeverityLevels(_Strict):
     """Severity is the value at stake: the order in which to call customers back."""
 
-    medium_value_at_risk: float = Field(default=100, ge=0)
-    high_value_at_risk: float = Field(default=500, ge=0)
+    medium_value_at_risk: float = Field(default=100, ge=0, le=MAX_AMOUNT)
+    high_value_at_risk: float = Field(default=500, ge=0, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -239,7 +252,7 @@ class Outreach(_Strict):
     )
     minimum_effect: float = Field(
         default=0.05,
-        gt=0,
+        ge=0.005,
         le=1,
         description="The smallest rise in the return rate worth seeing (0.05: 5 points): the "
         "report says how many cases it takes to see it",
@@ -273,7 +286,7 @@ class PolicyBody(_Strict):
     )
     loyalty: Loyalty = Field(default_factory=Loyalty)
     min_value_at_risk: float = Field(
-        default=0, ge=0, description="Customers worth less than this raise no alert"
+        default=0, ge=0, le=MAX_AMOUNT, description="Customers worth less than this raise no alert"
     )
     exclusions: Exclusions = Field(default_factory=Exclusions)
     rules: Rules = Field(default_factory=Rules)
@@ -286,10 +299,20 @@ class PolicyBody(_Strict):
         ge=0,
         le=0.5,
         description="Share of new cases held out as a control group: tracked like the others, "
-        "never on the call list, so that the effect of calling can be measured (0: off; 0.1 "
-        "is a usual choice)",
+        "never on the call list, so that the effect of calling can be measured (0: off; else "
+        "from 0.01; 0.1 is a usual choice)",
     )
     outreach: Outreach = Field(default_factory=Outreach)
+
+    @field_validator("holdout")
+    @classmethod
+    def _holdout_or_none(cls, share: float) -> float:
+        # A control group of a few cases in ten thousand would never be large enough to
+        # tell anything, and would take years to fill: 0 (none) or at least 1 %.
+        if 0 < share < 0.01:
+            raise ValueError("must be 0 (no control group) or from 0.01 to 0.5")
+        return share
+
     model_quality: ModelQuality = Field(default_factory=ModelQuality)
     playbooks: Playbooks = Field(default_factory=lambda: dict(DEFAULT_PLAYBOOKS))
 

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from app.kit.auth import ReadKey
 from app.kit.db import TransactionRunner
 from app.kit.errors import FieldError, ValidationFailed, problem_responses
+from app.kit.negotiation import prefers_csv
 from app.kit.params import Identifier, IsoDate
 from app.kit.text import spreadsheet_text
 from app.policy import service as policies
@@ -163,7 +164,7 @@ async def _read(request: Request, build: Callable[[Connection], T]) -> T:
 def _answer(
     request: Request, rows: Sequence[Any], row_type: type, report: Callable[[], BaseModel]
 ) -> Any:
-    if "text/csv" not in request.headers.get("accept", ""):
+    if not prefers_csv(request.headers.get("accept")):
         return report()
     return Response(to_csv(rows, row_type), media_type="text/csv; charset=utf-8")
 

@@ -107,14 +107,14 @@ def defection_rate(
     by_customer: dict[str, list[date]] = defaultdict(list)
     for customer, day in visits:
         by_customer[customer].append(day)
-    uncalled = _lost_uncalled(connection, by_customer, policy)
+    uncalled = lost_uncalled(connection, by_customer, policy)
     rows = []
     for begin in starts:
         finish = _next(period, begin)
         loyal = Counter(
             homes.get(customer)
             for customer, days in by_customer.items()
-            if _loyal_at(days, begin, policy)
+            if loyal_at(days, begin, policy)
         )
         defected = _distinct(opened, begin, finish, homes)
         silent = _distinct(uncalled, begin, finish, homes)
@@ -142,7 +142,7 @@ def defection_rate(
     return rows
 
 
-def _lost_uncalled(
+def lost_uncalled(
     connection: Connection, by_customer: dict[str, list[date]], policy: PolicyBody
 ) -> list[tuple[str, None, datetime]]:
     """Loyal customers who passed the policy's "already lost" age (as `_distinct` rows:
@@ -172,7 +172,7 @@ def _lost_uncalled(
     return found
 
 
-def _loyal_at(days: list[date], start: date, policy: PolicyBody) -> bool:
+def loyal_at(days: list[date], start: date, policy: PolicyBody) -> bool:
     before = [day for day in days if day < start]
     if len(before) < policy.loyalty.min_visits:
         return False
@@ -348,8 +348,3 @@ def value_at_risk(connection: Connection) -> list[ValueRow]:
         ValueRow(store, severity, counts[(store, severity)], totals[(store, severity)])
         for store, severity in sorted(counts, key=lambda k: (k[0] or "", order.get(k[1], 3)))
     ]
-
-
-# The definitions other reports share (the defector profiles, app/quality/profiles.py).
-loyal_at = _loyal_at
-lost_uncalled = _lost_uncalled
