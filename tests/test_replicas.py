@@ -172,10 +172,8 @@ def history(customer: str, last: date) -> list[dict[str, Any]]:
 
 
 def policy(min_days: int) -> dict[str, Any]:
-    """Inactivity alone (the other rules would read partial histories their own way); half
-    the cases held out as a control group."""
+    """Inactivity alone (the other rules would read partial histories their own way)."""
     return {
-        "holdout": 0.5,
         "rules": {
             "inactivity": {"min_days": min_days},
             "frequency_drop": {"enabled": False},
@@ -183,6 +181,11 @@ def policy(min_days: int) -> dict[str, Any]:
             "category_lapse": {"enabled": False},
         },
     }
+
+
+def held_out(min_days: int) -> dict[str, Any]:
+    """The same, with half the cases held out as a control group (their arms are checked)."""
+    return {**policy(min_days), "holdout": 0.5}
 
 
 async def ingest(server: Replica, keys: Keys, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -231,7 +234,7 @@ async def test_replicas_share_one_database_exactly(
         )
         assert created.status_code == 201, created.text
         # Silence of 200 days and more only: the gone alert on ingest, the quiet ones not yet.
-        answer = await first.http.put("/v1/policy", json=policy(200), headers=keys.manage)
+        answer = await first.http.put("/v1/policy", json=held_out(200), headers=keys.manage)
         assert answer.status_code == 200, answer.text
 
         # Regulars and quiet customers: every event to one replica, every third one to a
@@ -279,7 +282,7 @@ async def test_replicas_share_one_database_exactly(
         await eventually(app, select(func.count()).select_from(Alert), len(GONE))
         # Now every silence of 14 days counts: the policy makes every customer due, and the
         # three sweepers (SKIP LOCKED) open the quiet customers' alerts between them.
-        answer = await servers[1].http.put("/v1/policy", json=policy(14), headers=keys.manage)
+        answer = await servers[1].http.put("/v1/policy", json=held_out(14), headers=keys.manage)
         assert answer.status_code == 200, answer.text
         await eventually(app, select(func.count()).select_from(Alert), len(GONE) + len(QUIET))
         # ...and between them they re-evaluated every customer (each replica counts its own).
