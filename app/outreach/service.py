@@ -67,57 +67,61 @@ def cases(
             c.opened_at >= _instant(start),
             c.opened_at < _instant(end),
         )
-        .order_by(c.id)
+        .order_by(c.opened_at, c.id)
     ).all()
-    purchases = _purchases(connection, opened, window)
     found = []
-    for row in opened:
-        until = row.opened_at + window
-        after = [
-            (at, kind, amount)
-            for at, kind, amount in purchases.get(row.customer_id, ())
-            if row.opened_at < at <= until
-        ]
-        returned = min((at for at, kind, _ in after if kind == "purchase"), default=None)
-        spend = sum((a if k == "purchase" else -a for _, k, a in after), Decimal(0))
-        found.append(
-            Case(
-                case_id=row.id,
-                customer_id=row.customer_id,
-                arm=row.arm,
-                rule=row.rule,
-                severity=row.severity,
-                store_id=row.store_id,
-                opened_at=row.opened_at,
-                policy_version=row.policy_version,
-                returned_at=returned,
-                net_spend=spend,
-                matured=until <= now,
-            )
-        )
+    # In order of opening, a chunk at a time: each chunk's customers' events are read over
+    # that chunk's few days plus the window, not their whole history (20,000 cases and
+    # 600,000 events: 3.9 s read at once, see bench/README.md).
+    for begin in range(0, len(opened), _CHUNK):
+        chunk = opened[begin : begin + _CHUNK]
+        purchases = _purchases(connection, chunk, window)
+        found += [_followed(row, purchases.get(row.customer_id, ()), window, now) for row in chunk]
+    found.sort(key=lambda case: case.case_id)
     return found
 
 
+def _followed(
+    row: Any, purchases: Iterable[tuple[datetime, str, Decimal]], window: timedelta, now: datetime
+) -> Case:
+    """The case, with what its customer bought in the window after it opened."""
+    until = row.opened_at + window
+    after = [(at, kind, amount) for at, kind, amount in purchases if row.opened_at < at <= until]
+    returned = min((at for at, kind, _ in after if kind == "purchase"), default=None)
+    spend = sum((a if k == "purchase" else -a for _, k, a in after), Decimal(0))
+    return Case(
+        case_id=row.id,
+        customer_id=row.customer_id,
+        arm=row.arm,
+        rule=row.rule,
+        severity=row.severity,
+        store_id=row.store_id,
+        opened_at=row.opened_at,
+        policy_version=row.policy_version,
+        returned_at=returned,
+        net_spend=spend,
+        matured=until <= now,
+    )
+
+
 def _purchases(
-    connection: Connection, opened: Sequence[Any], window: timedelta
+    connection: Connection, chunk: Sequence[Any], window: timedelta
 ) -> dict[str, list[tuple[datetime, str, Decimal]]]:
-    """The events of the cases' customers from the first opening to the last window's end
+    """The events of the chunk's customers from its first opening to its last window's end
     (one index range per customer: `ix_purchase_events_customer_occurred`)."""
     found: dict[str, list[tuple[datetime, str, Decimal]]] = defaultdict(list)
-    if not opened:
+    if not chunk:
         return found
-    first = min(row.opened_at for row in opened)
-    last = max(row.opened_at for row in opened) + window
-    customers = sorted({row.customer_id for row in opened})
+    first = min(row.opened_at for row in chunk)
+    last = max(row.opened_at for row in chunk) + window
     e = _events.c
-    for begin in range(0, len(customers), _CHUNK):
-        query = select(e.customer_id, e.occurred_at, e.kind, e.amount).where(
-            e.customer_id.in_(customers[begin : begin + _CHUNK]),
-            e.occurred_at > first,
-            e.occurred_at <= last,
-        )
-        for customer, at, kind, amount in connection.execute(query):
-            found[customer].append((at, kind, amount))
+    query = select(e.customer_id, e.occurred_at, e.kind, e.amount).where(
+        e.customer_id.in_(sorted({row.customer_id for row in chunk})),
+        e.occurred_at > first,
+        e.occurred_at <= last,
+    )
+    for customer, at, kind, amount in connection.execute(query):
+        found[customer].append((at, kind, amount))
     return found
 
 
