@@ -14,7 +14,7 @@ from app.kit.errors import problem_responses
 from app.outreach import service, stats
 from app.outreach.service import Effect, EffectRow, FollowedCase
 from app.policy import service as policies
-from app.reports.endpoints import CSV, From, To, _answer, _read, _span
+from app.reports.endpoints import CSV, From, To, answer, read, span
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problem_responses(422))
 
@@ -54,7 +54,7 @@ class OutreachEffectReport(BaseModel):
 )
 async def outreach_effect(request: Request, _: ReadKey, start: From = None, end: To = None) -> Any:
     """By rule, severity, home store and month the case opened, and for all cases."""
-    first, last = _span(request, start, end, timedelta(days=365))
+    first, last = span(request, start, end, timedelta(days=365))
     now = request.app.state.clock()
 
     def build(connection: Connection) -> Effect:
@@ -63,8 +63,8 @@ async def outreach_effect(request: Request, _: ReadKey, start: From = None, end:
         found = service.cases(connection, first, last, window, now)
         return service.effect(connection, policy, found)
 
-    effect = await _read(request, build)
-    return _answer(
+    effect = await read(request, build)
+    return answer(
         request,
         effect.rows,
         EffectRow,
@@ -100,7 +100,7 @@ class OutreachCasesReport(BaseModel):
 async def outreach_cases(request: Request, _: ReadKey, start: From = None, end: To = None) -> Any:
     """The rows the effect is computed from, one per case opened in the span (at most three
     years), oldest first: recorded from the purchases, nobody types them."""
-    first, last = _span(request, start, end, timedelta(days=90))
+    first, last = span(request, start, end, timedelta(days=90))
     now = request.app.state.clock()
 
     def build(connection: Connection) -> tuple[int, list[FollowedCase]]:
@@ -109,8 +109,8 @@ async def outreach_cases(request: Request, _: ReadKey, start: From = None, end: 
         found = service.cases(connection, first, last, window, now)
         return policy.outreach.window_days, [service.followed(case, window) for case in found]
 
-    window_days, rows = await _read(request, build)
-    return _answer(
+    window_days, rows = await read(request, build)
+    return answer(
         request,
         rows,
         FollowedCase,

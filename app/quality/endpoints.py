@@ -9,13 +9,13 @@ from fastapi import APIRouter, Request
 from sqlalchemy import Connection
 
 from app.kit.auth import ReadKey
-from app.kit.errors import FieldError, ValidationFailed, problem_responses
+from app.kit.errors import problem_responses
 from app.policy import service as policies
 from app.quality import profiles, service
 from app.quality.profiles import ProfileRow
 from app.quality.schemas import DefectorProfilesReport, ModelQualityReport
 from app.quality.service import WeekRow
-from app.reports.endpoints import CSV, From, To, _answer, _read, _span
+from app.reports.endpoints import CSV, From, To, answer, checked_span, read, span
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"], responses=problem_responses(422))
 # Every week of the span scores every customer loyal then: on 20,000 customers over two
@@ -33,10 +33,10 @@ async def model_quality(request: Request, _: ReadKey, start: From = None, end: T
     customers loyal each Monday whose horizon has passed; the rules' precision. Default:
     the last 26 such weeks. CSV: the weekly rows."""
     now = request.app.state.clock()
-    horizon = await _read(request, lambda c: policies.current(c).body.horizon_days)
+    horizon = await read(request, lambda c: policies.current(c).body.horizon_days)
     first, last = _model_span(start, end, *service.default_span(horizon, now.date()))
-    result = await _read(request, lambda c: service.report(c, first, last, now))
-    return _answer(
+    result = await read(request, lambda c: service.report(c, first, last, now))
+    return answer(
         request,
         result.weeks,
         WeekRow,
@@ -59,25 +59,7 @@ def _model_span(
 ) -> tuple[date, date]:
     last = end or default_end
     first = start or (last - (default_end - default_start))
-    if first >= last:
-        raise ValidationFailed(
-            "'from' must be before 'to'.",
-            errors=[
-                FieldError(pointer="/query/from", code="empty_span", message="must be before 'to'")
-            ],
-        )
-    if last - first > MAX_MODEL_QUALITY_SPAN:
-        raise ValidationFailed(
-            "The model quality report covers at most 53 weeks.",
-            errors=[
-                FieldError(
-                    pointer="/query/from",
-                    code="span_too_long",
-                    message="at most 53 weeks before 'to'",
-                )
-            ],
-        )
-    return first, last
+    return checked_span(first, last, MAX_MODEL_QUALITY_SPAN, "53 weeks")
 
 
 @router.get(
@@ -90,15 +72,15 @@ async def defector_profiles(
 ) -> Any:
     """Lost and retained customers by home store, segment, first-visit spend (quartile
     bands), tenure and the categories they bought; default span: the last 90 days."""
-    first, last = _span(request, start, end, timedelta(days=90))
+    first, last = span(request, start, end, timedelta(days=90))
 
     def build(connection: Connection) -> tuple[int, int, list[ProfileRow]]:
         policy = policies.current(connection).body
         lost, retained = profiles.groups(connection, policy, first, last)
         return len(lost), len(retained), profiles.rows(connection, lost, retained, first)
 
-    lost, retained, rows = await _read(request, build)
-    return _answer(
+    lost, retained, rows = await read(request, build)
+    return answer(
         request,
         rows,
         ProfileRow,

@@ -73,7 +73,7 @@ async def defection_rate(
         Query(description="Split by the customers' home store or the staff who served them most"),
     ] = None,
 ) -> Any:
-    first, last = _span(
+    first, last = span(
         request, start, end, timedelta(weeks=12) if period == "week" else timedelta(days=365)
     )
 
@@ -81,8 +81,8 @@ async def defection_rate(
         policy = policies.current(connection).body
         return service.defection_rate(connection, policy, period, first, last, by)
 
-    rows = await _read(request, build)
-    return _answer(
+    rows = await read(request, build)
+    return answer(
         request,
         rows,
         RateRow,
@@ -102,11 +102,9 @@ async def reasons(
     end: To = None,
     store_id: Annotated[Identifier | None, Query()] = None,
 ) -> Any:
-    first, last = _span(request, start, end, timedelta(days=90))
-    rows = await _read(request, lambda c: service.reasons(c, first, last, store_id))
-    return _answer(
-        request, rows, ReasonRow, lambda: ReasonsReport(start=first, end=last, rows=rows)
-    )
+    first, last = span(request, start, end, timedelta(days=90))
+    rows = await read(request, lambda c: service.reasons(c, first, last, store_id))
+    return answer(request, rows, ReasonRow, lambda: ReasonsReport(start=first, end=last, rows=rows))
 
 
 @router.get(
@@ -115,9 +113,9 @@ async def reasons(
     responses=CSV,
 )
 async def response_times(request: Request, _: ReadKey, start: From = None, end: To = None) -> Any:
-    first, last = _span(request, start, end, timedelta(days=90))
-    rows = await _read(request, lambda c: service.response_times(c, first, last))
-    return _answer(
+    first, last = span(request, start, end, timedelta(days=90))
+    rows = await read(request, lambda c: service.response_times(c, first, last))
+    return answer(
         request, rows, ResponseRow, lambda: ResponseTimesReport(start=first, end=last, rows=rows)
     )
 
@@ -126,15 +124,22 @@ async def response_times(request: Request, _: ReadKey, start: From = None, end: 
     "/value-at-risk", summary="Open alerts' value at risk by store and severity", responses=CSV
 )
 async def value_at_risk(request: Request, _: ReadKey) -> Any:
-    rows = await _read(request, service.value_at_risk)
-    return _answer(request, rows, ValueRow, lambda: ValueAtRiskReport(rows=rows))
+    rows = await read(request, service.value_at_risk)
+    return answer(request, rows, ValueRow, lambda: ValueAtRiskReport(rows=rows))
 
 
-def _span(
+def span(
     request: Request, start: date | None, end: date | None, default: timedelta
 ) -> tuple[date, date]:
+    """The report's [from, to): `to` defaults to tomorrow, `from` to `default` before it."""
     last = end or request.app.state.clock().date() + timedelta(days=1)
-    first = start or last - default
+    return checked_span(start or last - default, last)
+
+
+def checked_span(
+    first: date, last: date, longest: timedelta = MAX_SPAN, words: str = "three years"
+) -> tuple[date, date]:
+    """[first, last), refused naming `from` when it is empty or longer than `longest`."""
     if first >= last:
         raise ValidationFailed(
             "'from' must be before 'to'.",
@@ -142,26 +147,26 @@ def _span(
                 FieldError(pointer="/query/from", code="empty_span", message="must be before 'to'")
             ],
         )
-    if last - first > MAX_SPAN:
+    if last - first > longest:
         raise ValidationFailed(
-            "A report covers at most three years.",
+            f"A report covers at most {words}.",
             errors=[
                 FieldError(
                     pointer="/query/from",
                     code="span_too_long",
-                    message="at most three years before 'to'",
+                    message=f"at most {words} before 'to'",
                 )
             ],
         )
     return first, last
 
 
-async def _read(request: Request, build: Callable[[Connection], T]) -> T:
+async def read(request: Request, build: Callable[[Connection], T]) -> T:
     transactions: TransactionRunner = request.app.state.transactions
     return await transactions.read(build)
 
 
-def _answer(
+def answer(
     request: Request, rows: Sequence[Any], row_type: type, report: Callable[[], BaseModel]
 ) -> Any:
     if not prefers_csv(request.headers.get("accept")):
